@@ -1,0 +1,68 @@
+"""The torch multi-task model: one shared XLM-R encoder, mean pooling, three linear heads.
+
+Training and export only: serving runs the exported ONNX graph and never imports this module (or torch).
+Mean pooling matches how multilingual-e5 was pre-trained, so the pooled vector is meaningful from the
+first step and the heads learn quickly even on small data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import XLMRobertaConfig, XLMRobertaModel
+
+from triage_model.schema import HEADS
+
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_CONFIG_FILE = "config.json"
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class MultiTaskTriageModel(nn.Module):
+    """Encoder + one linear head per entry of ``HEADS``; ``forward`` returns logits in HEADS order."""
+
+    def __init__(self, config: XLMRobertaConfig, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = XLMRobertaModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(config.hidden_size, len(labels)) for name, labels in HEADS.items()})
+
+    @classmethod
+    def from_encoder(cls, encoder_dir: Path, dropout: float = 0.1) -> MultiTaskTriageModel:
+        """Fresh heads on top of a pretrained encoder checkpoint."""
+        encoder = XLMRobertaModel.from_pretrained(encoder_dir, add_pooling_layer=False)
+        model = cls(encoder.config, dropout)
+        model.encoder = encoder
+        return model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        return tuple(self.heads[name](pooled) for name in HEADS)
+
+    def save(self, out_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(out_dir / WEIGHTS_FILE))
+        (out_dir / ENCODER_CONFIG_FILE).write_text(self.config.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, model_dir: Path) -> MultiTaskTriageModel:
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        config = XLMRobertaConfig(**json.loads((model_dir / ENCODER_CONFIG_FILE).read_text(encoding="utf-8")))
+        model = cls(config)
+        model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE)))
+        return model.eval()
