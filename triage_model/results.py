@@ -14,9 +14,7 @@ class LabelScore(BaseModel):
 
 
 class SentimentScore(LabelScore):
-    emotion_index: float = Field(
-        ge=0.0, le=100.0, description="intensity of negative emotion, 0 (calm/positive) … 100 (furious)"
-    )
+    emotion_index: float = Field(ge=0.0, le=100.0, description="intensity of negative emotion, 0 (calm/positive) … 100 (furious)")
 
 
 class TriageResult(BaseModel):

@@ -1,0 +1,87 @@
+"""Classification metrics for every head: accuracy, macro-F1, per-class P/R/F1, confusion, ECE.
+
+One implementation used by training (early stopping, metrics.json), ``triage evaluate`` and the QA
+reports, so the numbers a reviewer reads are the numbers the trainer optimised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    if len(gold) == 0:
+        return 0.0
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == gold).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+def reliability_bins(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    conf = probs.max(1)
+    correct = probs.argmax(1) == gold
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (conf > lo) & (conf <= hi)
+        n = int(in_bin.sum())
+        out.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": n,
+                "accuracy": float(correct[in_bin].mean()) if n else 0.0,
+                "confidence": float(conf[in_bin].mean()) if n else 0.0,
+            }
+        )
+    return out
+
+
+def head_metrics(probs: np.ndarray, gold: Sequence[int], labels: Sequence[str]) -> dict[str, object]:
+    """Metrics for one head from calibrated probabilities ``[n, k]`` and gold label ids."""
+    gold_arr = np.asarray(gold, dtype=int)
+    pred = probs.argmax(1) if len(gold_arr) else np.zeros(0, dtype=int)
+    k = len(labels)
+    confusion = np.zeros((k, k), dtype=int)
+    for g, p in zip(gold_arr, pred, strict=True):
+        confusion[g, p] += 1
+    per_class = {}
+    f1s = []
+    for i, label in enumerate(labels):
+        tp = confusion[i, i]
+        fp = confusion[:, i].sum() - tp
+        fn = confusion[i, :].sum() - tp
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        support = int(confusion[i, :].sum())
+        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": support}
+        if support:
+            f1s.append(f1)
+    return {
+        "n": len(gold_arr),
+        "accuracy": float((pred == gold_arr).mean()) if len(gold_arr) else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "ece": expected_calibration_error(probs, gold_arr),
+        "per_class": per_class,
+        "labels": list(labels),
+        "confusion": confusion.tolist(),
+    }
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

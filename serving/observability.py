@@ -1,0 +1,52 @@
+"""Prometheus metrics and structured JSON logs (no complaint text unless explicitly enabled)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+REQUEST_LATENCY = Histogram(
+    "triage_request_latency_seconds",
+    "HTTP request latency by route",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge("triage_requests_in_flight", "HTTP requests being handled")
+QUEUED = Gauge("triage_inference_queue_depth", "requests waiting for an inference slot")
+PREDICTIONS = Counter("triage_predictions_total", "predictions served per head and label", ["head", "label"])
+ERRORS = Counter("triage_errors_total", "error responses by type", ["error_type"])
+MODEL_INFO = Info("triage_model", "the model being served")
+RELOADS = Counter("triage_model_reloads_total", "model reload attempts", ["outcome"])
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: easy for log shippers, and no free text that could hold a complaint."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("request_id", "route", "status", "latency_ms", "items", "model_version", "text"):
+            if hasattr(record, key):
+                payload[key] = getattr(record, key)
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    for name in ("serving", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # our access log carries the request id instead

@@ -1,0 +1,94 @@
+"""Request and response bodies of the grading API (pydantic v2), with the OpenAPI examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from triage_model.normalize import normalize_text
+from triage_model.results import TriageResult
+
+EXAMPLE_CALM = {"text": "请问你们的会员可以开增值税专用发票吗？需要提供哪些资料？"}
+EXAMPLE_FRAUD = {
+    "text": "我的银行卡昨晚凌晨被莫名扣了3次共2980元，根本不是我本人操作的！客服一直推脱，再不处理我就报警并且去12315投诉！",
+    "repeat_count": 1,
+}
+EXAMPLE_REPEAT = {
+    "text": "这已经是我第四次打电话了，冰箱坏了一周还没人上门修，你们到底管不管？",
+    "repeat_count": 4,
+    "current_tier": "L2",
+    "tier_entered_at": "2026-11-27T09:00:00+08:00",
+    "received_at": "2026-11-29T07:30:00+08:00",
+}
+
+
+class ComplaintContext(BaseModel):
+    """Optional context the intake system knows about the complaint (feeds the escalation scorer)."""
+
+    received_at: AwareDatetime | None = Field(None, description="ISO-8601 with timezone; default: now")
+    repeat_count: int | None = Field(None, ge=0, le=10_000, description="times this customer raised this issue")
+    current_tier: Literal["L1", "L2", "L3", "L4"] | None = Field(None, description="tier now handling it")
+    tier_entered_at: AwareDatetime | None = Field(None, description="when it entered current_tier (ISO-8601 with tz)")
+    customer_requested_escalation: bool = False
+
+
+class TriageRequest(ComplaintContext):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_CALM, EXAMPLE_FRAUD, EXAMPLE_REPEAT]})
+
+    text: str = Field(description="the complaint, any length up to 100,000 characters (over 4,000 is cut head + tail)")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip() or not normalize_text(v[:1000] if len(v) > 100_000 else v):
+            raise ValueError("text is empty or has only whitespace/control characters")
+        return v
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[TriageRequest] = Field(min_length=1, description="up to 64 complaints; results come back in this order")
+
+
+class TriageResponse(TriageResult):
+    request_id: str
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    model_version: str
+    results: list[TriageResult]
+
+
+class ErrorResponse(BaseModel):
+    """Every error, 4xx or 5xx, has this shape."""
+
+    error: str
+    error_type: str
+    request_id: str
+    details: list[dict] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "loading"]
+    model_version: str | None = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    data_hash: str
+    git_commit: str
+    created_at: str
+    labels: dict[str, list[str]]
+    metrics_summary: dict[str, dict[str, float]]
+    loaded_at: datetime

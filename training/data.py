@@ -1,0 +1,207 @@
+"""Labeled complaints: loading, validation, stable splits and the data hash.
+
+Why so strict: a silently dropped or mislabeled row changes the metrics everyone trusts. Every problem
+is reported with its file and line; nothing is skipped without being listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from triage_model.normalize import normalize_text
+from triage_model.schema import CATEGORIES, SENTIMENTS, SEVERITIES, TEXT_TRIGGERS
+
+Split = Literal["train", "dev", "test"]
+SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
+"""test 20 %, dev 10 %, train the rest; decided by a hash of the id so appends never move old rows."""
+
+MAX_TEXT_CHARS = 4000
+MIN_TEXT_CHARS = 2
+DATA_GLOB = "complaints/*.jsonl"
+
+
+class LabeledRow(BaseModel):
+    """One labeled complaint, as stored in ``labeled_data/complaints/*.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=80)
+    text: str
+    category: str
+    severity: str
+    sentiment: str
+    triggers: list[str] = Field(default_factory=list)
+    source: str = Field(min_length=1)
+    split: Split | None = None
+    channel: str | None = None
+    notes: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_length(cls, v: str) -> str:
+        n = len(normalize_text(v))
+        if n < MIN_TEXT_CHARS:
+            raise ValueError(f"text is empty or shorter than {MIN_TEXT_CHARS} characters after normalisation")
+        if n > MAX_TEXT_CHARS:
+            raise ValueError(f"text has {n} characters, more than {MAX_TEXT_CHARS}")
+        return v
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str) -> str:
+        return _one_of(v, CATEGORIES, "category")
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        return _one_of(v, SEVERITIES, "severity")
+
+    @field_validator("sentiment")
+    @classmethod
+    def _sentiment(cls, v: str) -> str:
+        return _one_of(v, SENTIMENTS, "sentiment")
+
+    @field_validator("triggers")
+    @classmethod
+    def _triggers(cls, v: list[str]) -> list[str]:
+        for t in v:
+            _one_of(t, TEXT_TRIGGERS, "trigger")
+        return sorted(set(v))
+
+
+def _one_of(value: str, allowed: Iterable[str], what: str) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not a {what}; expected one of {list(allowed)}")
+    return value
+
+
+def split_for_id(row_id: str) -> str:
+    """Deterministic split from the id alone, so appending rows never moves an existing row."""
+    frac = int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:8], 16) / 0x1_0000_0000
+    if frac < SPLIT_FRACTIONS["test"]:
+        return "test"
+    if frac < SPLIT_FRACTIONS["test"] + SPLIT_FRACTIONS["dev"]:
+        return "dev"
+    return "train"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A data problem pinned to where it is: fix it there."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass
+class LoadedData:
+    rows: list[LabeledRow] = field(default_factory=list)
+    locations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def split(self, name: str) -> list[LabeledRow]:
+        return [r for r in self.rows if (r.split or split_for_id(r.id)) == name]
+
+
+def data_files(data_dir: Path) -> list[Path]:
+    return sorted(Path(data_dir).glob(DATA_GLOB))
+
+
+def load_labeled(data_dir: Path) -> LoadedData:
+    """Read every ``complaints/*.jsonl``; bad rows become ``problems`` with file and line, never vanish."""
+    out = LoadedData()
+    files = data_files(data_dir)
+    if not files:
+        out.problems.append(Problem(str(data_dir), 0, f"no files match {DATA_GLOB}"))
+    for path in files:
+        with path.open(encoding="utf-8", errors="strict") as fh:
+            try:
+                lines = list(fh)
+            except UnicodeDecodeError as err:
+                out.problems.append(Problem(str(path), 0, f"not UTF-8: {err}"))
+                continue
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as err:
+                out.problems.append(Problem(str(path), lineno, f"invalid JSON: {err.msg}"))
+                continue
+            if not isinstance(raw, dict):
+                out.problems.append(Problem(str(path), lineno, "row is not a JSON object"))
+                continue
+            try:
+                row = LabeledRow.model_validate(raw)
+            except ValidationError as err:
+                msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                out.problems.append(Problem(str(path), lineno, msgs))
+                continue
+            if row.id in out.locations:
+                first = out.locations[row.id]
+                out.problems.append(Problem(str(path), lineno, f"duplicate id {row.id!r} (first at {first[0]}:{first[1]})"))
+                continue
+            out.locations[row.id] = (str(path), lineno)
+            out.rows.append(row)
+    return out
+
+
+def data_hash(rows: Iterable[LabeledRow]) -> str:
+    """Content hash of the labeled rows (order-independent): recorded in every trained model."""
+    digest = hashlib.sha256()
+    for line in sorted(r.model_dump_json() for r in rows):
+        digest.update(line.encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def label_counts(rows: Iterable[LabeledRow]) -> dict[str, Counter]:
+    rows = list(rows)
+    return {
+        "category": Counter(r.category for r in rows),
+        "severity": Counter(r.severity for r in rows),
+        "sentiment": Counter(r.sentiment for r in rows),
+        "triggers": Counter(t for r in rows for t in r.triggers),
+        "split": Counter(r.split or split_for_id(r.id) for r in rows),
+    }
+
+
+def assign_splits(data_dir: Path) -> int:
+    """Write the hash split into every parsable row that lacks one; returns how many rows changed.
+
+    Lines that do not parse are written back byte for byte (never lose labeled data); each file is
+    replaced atomically so a crash mid-write leaves the old file intact.
+    """
+    import os
+
+    changed = 0
+    for path in data_files(data_dir):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        out = []
+        for line in lines:
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                out.append(line)
+                continue
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str) and not raw.get("split"):
+                raw["split"] = split_for_id(raw["id"])
+                changed += 1
+                line = json.dumps(raw, ensure_ascii=False) + "\n"
+            out.append(line)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(out), encoding="utf-8")
+        os.replace(tmp, path)
+    return changed

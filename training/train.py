@@ -1,0 +1,239 @@
+"""``triage train``: fine-tune the shared encoder and three heads jointly, calibrate, write a model dir.
+
+Steps (one function each): load data → tokenize (``datasets``) → train with early stopping on dev
+macro-F1 → fit per-head temperatures on dev → measure dev and the fixed test split → save weights,
+tokenizer, metadata, metrics and model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup, set_seed
+
+from eval.metrics import head_metrics, softmax
+from training.base_model import ensure_base_encoder
+from training.calibrate import fit_temperature
+from training.config import TrainConfig
+from training.data import LabeledRow, data_hash, load_labeled
+from training.model_card import write_model_card
+from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
+from triage_model.modeling import MultiTaskTriageModel
+from triage_model.normalize import normalize_text
+from triage_model.schema import HEADS, label_to_id, schema_dict
+from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def to_dataset(rows: list[LabeledRow], tokenizer, max_length: int) -> Dataset:
+    """Rows → a ``datasets.Dataset`` with input ids and one label column per head."""
+    records = [{"text": r.text, **{h: label_to_id(h, getattr(r, h)) for h in HEADS}} for r in rows]
+    ds = Dataset.from_list(records) if records else Dataset.from_dict({"text": [], **{h: [] for h in HEADS}})
+    return ds.map(
+        lambda batch: {"input_ids": encode_texts(tokenizer, [normalize_text(t) for t in batch["text"]], max_length)},
+        batched=True,
+        desc="tokenize",
+    )
+
+
+def make_collate(pad_id: int):
+    def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_batch([b["input_ids"] for b in batch], pad_id)
+        out = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        for h in HEADS:
+            out[h] = torch.tensor([b[h] for b in batch])
+        return out
+
+    return collate
+
+
+def class_weights(rows: list[LabeledRow], head: str, power: float) -> torch.Tensor:
+    """(1/frequency)^power, normalised to mean 1 over present classes; absent classes get 1."""
+    labels = HEADS[head]
+    counts = Counter(getattr(r, head) for r in rows)
+    raw = np.array([(1.0 / counts[lab]) ** power if counts[lab] else 0.0 for lab in labels])
+    present = raw > 0
+    if power == 0 or not present.any():
+        return torch.ones(len(labels))
+    raw[present] = raw[present] / raw[present].mean()
+    raw[~present] = 1.0
+    return torch.tensor(raw, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_logits(model: MultiTaskTriageModel, loader: DataLoader) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    model.eval()
+    logits = {h: [] for h in HEADS}
+    gold = {h: [] for h in HEADS}
+    for batch in loader:
+        outs = model(batch["input_ids"], batch["attention_mask"])
+        for h, o in zip(HEADS, outs, strict=True):
+            logits[h].append(o.numpy())
+            gold[h].append(batch[h].numpy())
+    k = {h: len(v) for h, v in HEADS.items()}
+    return (
+        {h: np.concatenate(v) if v else np.zeros((0, k[h])) for h, v in logits.items()},
+        {h: np.concatenate(v) if v else np.zeros(0, dtype=int) for h, v in gold.items()},
+    )
+
+
+def all_head_metrics(logits: dict, gold: dict, temperatures: dict[str, float]) -> dict[str, dict]:
+    return {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h]) for h in HEADS}
+
+
+def mean_macro_f1(metrics: dict[str, dict]) -> float:
+    return float(np.mean([m["macro_f1"] for m in metrics.values()]))
+
+
+def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.freeze_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    for layer in model.encoder.encoder.layer[: cfg.freeze_layers]:
+        layer.requires_grad_(False)
+    no_decay = ("bias", "LayerNorm.weight")
+    enc = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in enc if not n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in enc if n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": 0.0},
+        {"params": list(model.heads.parameters()), "lr": cfg.head_lr, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+def _sample(rows: list[LabeledRow], n: int, seed: int) -> list[LabeledRow]:
+    """A seeded random subset: files are read in name order, so a head slice would be one source only."""
+    import random
+
+    return random.Random(seed).sample(rows, n) if n < len(rows) else rows
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the whole training job; returns the output model directory."""
+    set_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = load_labeled(cfg.data_dir)
+    if data.problems:
+        details = "\n".join(str(p) for p in data.problems[:20])
+        raise ValueError(f"{len(data.problems)} data problems; run `triage data validate`:\n{details}")
+    train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
+    if cfg.limit_train_rows:
+        train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
+    if cfg.limit_eval_rows:
+        dev_rows, test_rows = _sample(dev_rows, cfg.limit_eval_rows, cfg.seed), _sample(test_rows, cfg.limit_eval_rows, cfg.seed)
+    if not train_rows or not dev_rows:
+        raise ValueError(f"need train and dev rows, got {len(train_rows)} train / {len(dev_rows)} dev")
+
+    base = ensure_base_encoder(cfg.base_model_dir)
+    tokenizer = load_tokenizer(base / TOKENIZER_FILE)
+    model = MultiTaskTriageModel.from_encoder(base, cfg.dropout)
+    pad_id = model.config.pad_token_id
+    collate = make_collate(pad_id)
+    loaders = {
+        name: DataLoader(
+            to_dataset(rows, tokenizer, cfg.max_length).remove_columns("text").with_format(None),
+            batch_size=cfg.batch_size if name == "train" else cfg.eval_batch_size,
+            shuffle=name == "train",
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        for name, rows in (("train", train_rows), ("dev", dev_rows), ("test", test_rows))
+    }
+    weights = {h: class_weights(train_rows, h, cfg.class_weight_power) for h in HEADS}
+    losses = {h: torch.nn.CrossEntropyLoss(weight=weights[h]) for h in HEADS}
+
+    optimizer = build_optimizer(model, cfg)
+    steps = cfg.epochs * math.ceil(len(train_rows) / cfg.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+
+    best_score, best_state, stale, history = -1.0, None, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        running = 0.0
+        bar = tqdm(loaders["train"], desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
+        for batch in bar:
+            outs = model(batch["input_ids"], batch["attention_mask"])
+            loss = sum(cfg.head_loss_weights.get(h, 1.0) * losses[h](o, batch[h]) for h, o in zip(HEADS, outs, strict=True))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        dev_logits, dev_gold = predict_logits(model, loaders["dev"])
+        score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
+        history.append({"epoch": epoch, "train_loss": running, "dev_mean_macro_f1": score})
+        log.info("epoch %d: dev mean macro-F1 %.4f", epoch, score)
+        tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
+        if score > best_score:
+            best_score, stale = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                tqdm.write(f"early stop: no dev gain for {stale} epochs")
+                break
+    model.load_state_dict(best_state)
+
+    dev_logits, dev_gold = predict_logits(model, loaders["dev"])
+    temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
+    metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures), "history": history}
+    if cfg.evaluate_test and test_rows:
+        test_logits, test_gold = predict_logits(model, loaders["test"])
+        metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures)
+
+    out = Path(cfg.output_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save(out)
+    shutil.copyfile(base / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    now = datetime.now(UTC)
+    dhash = data_hash(data.rows)
+    meta = ModelMeta(
+        model_name=cfg.model_name,
+        model_version=f"{cfg.model_name}-{now:%Y%m%d%H%M}-{dhash[:8]}",
+        schema=schema_dict(),
+        max_length=cfg.max_length,
+        pad_id=pad_id,
+        temperatures=temperatures,
+        data_hash=dhash,
+        git_commit=git_commit(),
+        seed=cfg.seed,
+        created_at=now.isoformat(timespec="seconds"),
+        train_config=json.loads(cfg.model_dump_json()),
+    )
+    write_meta(out, meta)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+    summary = {
+        "n_train": len(train_rows),
+        "n_dev": len(dev_rows),
+        "n_test": len(test_rows),
+        "sources": Counter(r.source.split(":")[0] for r in data.rows),
+    }
+    write_model_card(out, meta, metrics, summary)
+    return out

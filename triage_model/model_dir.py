@@ -1,0 +1,72 @@
+"""The self-describing model directory: what a trained or exported model carries besides weights.
+
+A directory holds ``triage_config.json`` (schema, version, temperatures, data hash, provenance),
+``tokenizer.json``, weights (``model.safetensors`` for torch, ``model.onnx`` / ``model.int8.onnx``),
+``metrics.json`` and ``MODEL_CARD.md``. The predictor and ``triage promote`` read only this.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from triage_model.schema import HEADS, check_schema_compatible
+
+META_FILE = "triage_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+ONNX_FP32_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAMES = [f"{head}_logits" for head in HEADS]
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+class ModelMeta(BaseModel):
+    model_name: str
+    model_version: str
+    schema_: dict = Field(alias="schema")
+    max_length: int
+    pad_id: int
+    temperatures: dict[str, float]
+    data_hash: str
+    git_commit: str = "unknown"
+    seed: int = 0
+    created_at: str = ""
+    train_config: dict = Field(default_factory=dict)
+    onnx_file: str | None = None
+
+    model_config = {"populate_by_name": True, "protected_namespaces": ()}
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory is missing, incomplete or incompatible; the message says which file and why."""
+
+
+def read_meta(model_dir: Path) -> ModelMeta:
+    path = Path(model_dir) / META_FILE
+    if not path.exists():
+        raise ModelLoadError(f"{model_dir}: not a model directory (no {META_FILE})")
+    try:
+        meta = ModelMeta.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: unreadable model metadata: {err}") from err
+    try:
+        check_schema_compatible(meta.schema_)
+    except ValueError as err:
+        raise ModelLoadError(f"{path}: {err}") from err
+    return meta
+
+
+def write_meta(model_dir: Path, meta: ModelMeta) -> None:
+    (Path(model_dir) / META_FILE).write_text(
+        json.dumps(meta.model_dump(by_alias=True), ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+
+
+def read_metrics(model_dir: Path) -> dict:
+    path = Path(model_dir) / METRICS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

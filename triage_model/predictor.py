@@ -1,0 +1,162 @@
+"""``TriagePredictor``: the serving-side model — onnxruntime + tokenizers, never torch.
+
+Data flows one way: raw text → ``normalize_text`` → head+tail cut → tokenize → ONNX (three logits)
+→ temperature-calibrated softmax → ``TriageResult``. Micro-batches are sorted by length so a batch
+of mixed lengths pads as little as possible; results come back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from triage_model.model_dir import (
+    DEFAULT_MODEL_DIR,
+    INPUT_NAMES,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    OUTPUT_NAMES,
+    TOKENIZER_FILE,
+    ModelLoadError,
+    ModelMeta,
+    read_meta,
+    read_metrics,
+)
+from triage_model.normalize import normalize_text, truncate_head_tail
+from triage_model.results import LabelScore, SentimentScore, TriageResult
+from triage_model.schema import HEADS, NEGATIVE_EMOTION_WEIGHTS
+from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+
+MAX_TEXT_CHARS = 4000
+"""Characters kept after normalisation; longer texts are cut head + tail and flagged ``truncated``."""
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A text after normalisation and cutting, ready to tokenize."""
+
+    text: str
+    truncated: bool
+
+
+class TriagePredictor:
+    """Load with ``from_pretrained(dir)``; call ``predict(texts)``. Thread-safe for concurrent ``predict``."""
+
+    def __init__(self, model_dir: Path, meta: ModelMeta, session, tokenizer, metrics: dict) -> None:
+        self.model_dir = model_dir
+        self.meta = meta
+        self.session = session
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+        self.emotion_weights = np.array([NEGATIVE_EMOTION_WEIGHTS[s] for s in HEADS["sentiment"]])
+
+    @property
+    def version(self) -> str:
+        return self.meta.model_version
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path | None = None,
+        onnx_file: str | None = None,
+        intra_op_threads: int | None = None,
+    ) -> TriagePredictor:
+        """Load an exported model directory (default: the model shipped in this package).
+
+        Raises ``ModelLoadError`` naming the file and the reason for any missing, corrupt or
+        schema-incompatible part, so a bad directory never half-loads.
+        """
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+        meta = read_meta(model_dir)
+        candidates = [onnx_file] if onnx_file else [meta.onnx_file, ONNX_INT8_FILE, ONNX_FP32_FILE]
+        onnx_path = next((model_dir / c for c in candidates if c and (model_dir / c).exists()), None)
+        if onnx_path is None:
+            raise ModelLoadError(f"{model_dir}: no ONNX weights (looked for {[c for c in candidates if c]})")
+        tok_path = model_dir / TOKENIZER_FILE
+        try:
+            tokenizer = load_tokenizer(tok_path)
+        except Exception as err:  # tokenizers raises plain Exception subclasses
+            raise ModelLoadError(f"{tok_path}: unreadable tokenizer: {err}") from err
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelLoadError(f"{onnx_path}: onnxruntime cannot load it: {err}") from err
+        outputs = [o.name for o in session.get_outputs()]
+        if outputs != OUTPUT_NAMES:
+            raise ModelLoadError(f"{onnx_path}: outputs {outputs} != expected {OUTPUT_NAMES}")
+        predictor = cls(model_dir, meta, session, tokenizer, read_metrics(model_dir))
+        predictor._check_output_shapes()
+        return predictor
+
+    def _check_output_shapes(self) -> None:
+        probs = self._run(["测试"])
+        for head, labels in HEADS.items():
+            if probs[head].shape != (1, len(labels)):
+                raise ModelLoadError(
+                    f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {len(labels)}"
+                )
+
+    @staticmethod
+    def prepare(text: str) -> Prepared:
+        cut, truncated = truncate_head_tail(normalize_text(text), MAX_TEXT_CHARS)
+        return Prepared(cut, truncated)
+
+    def _run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = encode_texts(self.tokenizer, texts, self.meta.max_length)
+        input_ids, mask = pad_batch(ids, self.meta.pad_id)
+        feeds = {INPUT_NAMES[0]: np.asarray(input_ids, dtype=np.int64), INPUT_NAMES[1]: np.asarray(mask, dtype=np.int64)}
+        logits = self.session.run(OUTPUT_NAMES, feeds)
+        return {h: _softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=True)}
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head for already-prepared (normalised) texts, in input order."""
+        n = len(texts)
+        out = {h: np.zeros((n, len(labels)), dtype=np.float32) for h, labels in HEADS.items()}
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            probs = self._run([texts[i] for i in idx])
+            for h in HEADS:
+                out[h][idx] = probs[h]
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[TriageResult]:
+        """Predict every head for each raw text. Empty texts are the caller's to reject."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of texts; wrap a single text in a list")
+        prepared = [self.prepare(t) for t in texts]
+        probs = self.predict_proba([p.text for p in prepared], batch_size)
+        return [self._result(probs, i, p.truncated) for i, p in enumerate(prepared)]
+
+    def _label(self, head: str, p: np.ndarray) -> dict[str, object]:
+        top2 = np.argsort(-p)[:2]
+        labels = HEADS[head]
+        return {"label": labels[top2[0]], "score": round(float(p[top2[0]]), 4), "runner_up": labels[top2[1]]}
+
+    def _result(self, probs: dict[str, np.ndarray], i: int, truncated: bool) -> TriageResult:
+        sentiment = probs["sentiment"][i]
+        emotion = float(np.clip(100.0 * float(sentiment @ self.emotion_weights), 0.0, 100.0))
+        return TriageResult(
+            category=LabelScore(**self._label("category", probs["category"][i])),
+            severity=LabelScore(**self._label("severity", probs["severity"][i])),
+            sentiment=SentimentScore(**self._label("sentiment", sentiment), emotion_index=round(emotion, 1)),
+            model_version=self.version,
+            truncated=truncated,
+        )
