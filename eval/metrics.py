@@ -6,6 +6,7 @@ reports, so the numbers a reviewer reads are the numbers the trainer optimised.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 
     correct = (probs.argmax(1) == gold).astype(float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
@@ -33,7 +34,7 @@ def reliability_bins(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> lis
     correct = probs.argmax(1) == gold
     edges = np.linspace(0.0, 1.0, bins + 1)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         n = int(in_bin.sum())
         out.append(

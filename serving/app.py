@@ -118,7 +118,9 @@ def _install_sighup(app: FastAPI) -> None:
             except Exception as err:  # keep serving the old model; the reason goes to the log
                 log.error(f"SIGHUP reload rejected: {err}")
 
-        loop.create_task(reload())
+        task = loop.create_task(reload())
+        app.state.background_tasks.add(task)  # keep a reference so the task is not garbage-collected
+        task.add_done_callback(app.state.background_tasks.discard)
 
     with suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, on_hup)
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="投诉分诊 Complaint Triage API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.holder = ModelHolder(settings.intra_op_threads)
+    app.state.background_tasks = set()
     app.state.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
     install_error_handlers(app)
     app.add_middleware(RequestContext)

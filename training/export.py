@@ -129,9 +129,7 @@ def export(model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None
     write_meta(out_dir, meta)
     report = check_parity(model, out_dir, parity_texts or PARITY_TEXTS, meta.max_length, meta.pad_id)
     (out_dir / "parity.json").write_text(
-        json.dumps(
-            {"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2
-        ),
+        json.dumps({"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2),
         encoding="utf-8",
     )
     if not report.fp32_ok:

@@ -122,9 +122,7 @@ def validate(data: LoadedData, minimums: Minimums | None = None) -> Report:
         problems.append(Problem(*at(b), f"near-duplicate of {a.id!r}{leak}: 5-gram Jaccard {jac:.2f} > {NEAR_DUP_JACCARD}"))
 
     for where, phrase, n in overused_phrases(rows):
-        problems.append(
-            Problem("labeled_data", 0, f"{where} phrase {phrase!r} used by {n} rows (> {PHRASE_MAX_SHARE:.0%} of {len(rows)})")
-        )
+        problems.append(Problem("labeled_data", 0, f"{where} phrase {phrase!r} used by {n} rows (> {PHRASE_MAX_SHARE:.0%} of {len(rows)})"))
 
     counts = label_counts(rows)
     if minimums is not None:

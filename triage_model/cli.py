@@ -63,9 +63,7 @@ def export(
         _fail(str(err))
     typer.echo(f"ONNX written to {out}; fp32 max |Δlogit| = {report.fp32_max_abs_diff:.2e}")
     if report.int8_argmax_agreement:
-        typer.echo(
-            "int8 argmax agreement with torch: " + ", ".join(f"{h} {v:.1%}" for h, v in report.int8_argmax_agreement.items())
-        )
+        typer.echo("int8 argmax agreement with torch: " + ", ".join(f"{h} {v:.1%}" for h, v in report.int8_argmax_agreement.items()))
 
 
 def _print_metrics(per_head: dict, title: str) -> None:
@@ -117,9 +115,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    input: Annotated[
-        Path, typer.Option("--input", "-i", help=".jsonl or .csv with id and text columns", exists=True, dir_okay=False)
-    ],
+    input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with id and text columns", exists=True, dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl or .csv to write")],
     model: ModelOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 32,

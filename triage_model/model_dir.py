@@ -62,9 +62,7 @@ def read_meta(model_dir: Path) -> ModelMeta:
 
 
 def write_meta(model_dir: Path, meta: ModelMeta) -> None:
-    (Path(model_dir) / META_FILE).write_text(
-        json.dumps(meta.model_dump(by_alias=True), ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    (Path(model_dir) / META_FILE).write_text(json.dumps(meta.model_dump(by_alias=True), ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def read_metrics(model_dir: Path) -> dict:

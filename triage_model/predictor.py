@@ -109,9 +109,7 @@ class TriagePredictor:
         probs = self._run(["测试"])
         for head, labels in HEADS.items():
             if probs[head].shape != (1, len(labels)):
-                raise ModelLoadError(
-                    f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {len(labels)}"
-                )
+                raise ModelLoadError(f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {len(labels)}")
 
     @staticmethod
     def prepare(text: str) -> Prepared:

@@ -17,9 +17,7 @@ def healthz() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get(
-    "/readyz", response_model=ReadyResponse, summary="readiness: a model is loaded", responses={503: {"model": ReadyResponse}}
-)
+@router.get("/readyz", response_model=ReadyResponse, summary="readiness: a model is loaded", responses={503: {"model": ReadyResponse}})
 def readyz(response: Response, holder: ModelHolder = Depends(get_holder)) -> ReadyResponse:
     predictor = holder.predictor
     if predictor is None:

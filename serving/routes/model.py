@@ -59,9 +59,7 @@ class ReloadResponse(BaseModel):
 
 
 def publish_model_info(predictor: TriagePredictor) -> None:
-    MODEL_INFO.info(
-        {"model_version": predictor.version, "model_name": predictor.meta.model_name, "data_hash": predictor.meta.data_hash}
-    )
+    MODEL_INFO.info({"model_version": predictor.version, "model_name": predictor.meta.model_name, "data_hash": predictor.meta.data_hash})
 
 
 async def reload_model(holder: ModelHolder, model_dir: Path | None) -> ReloadResponse:
@@ -83,8 +81,6 @@ async def reload_model(holder: ModelHolder, model_dir: Path | None) -> ReloadRes
     responses={code: {"model": ErrorResponse} for code in (401, 403, 409)},
     summary="load a model directory, validate it on a canary batch, swap it in atomically",
 )
-async def admin_reload(
-    request: Request, body: ReloadRequest | None = None, holder: ModelHolder = Depends(get_holder)
-) -> ReloadResponse:
+async def admin_reload(request: Request, body: ReloadRequest | None = None, holder: ModelHolder = Depends(get_holder)) -> ReloadResponse:
     target = Path(body.model_dir) if body and body.model_dir else request.app.state.settings.model_dir
     return await reload_model(holder, target)

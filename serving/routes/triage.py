@@ -44,9 +44,7 @@ async def triage_one(
 @router.post("/triage/batch", response_model=BatchResponse, summary="triage up to 64 complaints in one call")
 async def triage_batch(
     request: Request,
-    body: BatchRequest = Body(
-        openapi_examples={"two": {"summary": "two complaints", "value": {"items": [EXAMPLE_CALM, EXAMPLE_FRAUD]}}}
-    ),
+    body: BatchRequest = Body(openapi_examples={"two": {"summary": "two complaints", "value": {"items": [EXAMPLE_CALM, EXAMPLE_FRAUD]}}}),
     predictor: TriagePredictor = Depends(get_predictor),
     settings: Settings = Depends(get_settings),
 ) -> BatchResponse:
