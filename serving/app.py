@@ -144,8 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background_tasks = set()
     app.state.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
     install_error_handlers(app)
-    app.add_middleware(RequestContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # added last = outermost: every response, even a 413, gets a request id
     for router in (health.router, triage.router, model.router):
         app.include_router(router)
     return app

@@ -28,3 +28,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def served_model_dir() -> Path:
+    """The exported model the service runs: the shipped default, else a local smoke export."""
+    from triage_model.model_dir import DEFAULT_MODEL_DIR, META_FILE
+
+    for candidate in (DEFAULT_MODEL_DIR, REPO / "runs" / "smoke-onnx"):
+        if (candidate / META_FILE).exists():
+            return candidate
+    pytest.skip("no exported model: ship triage_model/default_model or run the smoke export")

@@ -10,7 +10,15 @@ from training.validate import Minimums, validate, validate_dir
 
 
 def row(i: int, text: str, **kw) -> dict:
-    base = {"id": f"t-{i:04d}", "text": text, "category": "物流配送", "severity": "三级", "sentiment": "不满", "triggers": [], "source": "authored"}
+    base = {
+        "id": f"t-{i:04d}",
+        "text": text,
+        "category": "物流配送",
+        "severity": "三级",
+        "sentiment": "不满",
+        "triggers": [],
+        "source": "authored",
+    }
     return {**base, **kw}
 
 

@@ -122,12 +122,19 @@ def data_files(data_dir: Path) -> list[Path]:
 
 def load_labeled(data_dir: Path) -> LoadedData:
     """Read every ``complaints/*.jsonl``; bad rows become ``problems`` with file and line, never vanish."""
-    out = LoadedData()
     files = data_files(data_dir)
     if not files:
+        out = LoadedData()
         out.problems.append(Problem(str(data_dir), 0, f"no files match {DATA_GLOB}"))
+        return out
+    return load_labeled_files(files)
+
+
+def load_labeled_files(files: Iterable[Path]) -> LoadedData:
+    """Read the given JSONL files with the same checks as ``load_labeled`` (used for a single QA file)."""
+    out = LoadedData()
     for path in files:
-        with path.open(encoding="utf-8", errors="strict") as fh:
+        with Path(path).open(encoding="utf-8", errors="strict") as fh:
             try:
                 lines = list(fh)
             except UnicodeDecodeError as err:
