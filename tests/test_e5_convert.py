@@ -81,7 +81,7 @@ def test_chinese_text_tokenizes_without_unk(base_encoder):
 
     tok = Tokenizer.from_file(str(base_encoder / "tokenizer.json"))
     unk = tok.token_to_id("<unk>")
-    corpus = TEXTS + ["生僻字：彧、翀、犇、鑫、淼、燚", "订单号2024112900123，金额¥39.9，已投诉12315。", "（全角括号）【方括号】……——"]
+    corpus = [*TEXTS, "生僻字：彧、翀、犇、鑫、淼、燚", "订单号2024112900123，金额¥39.9，已投诉12315。", "（全角括号）【方括号】……——"]
     for text in corpus:
         assert unk not in tok.encode(normalize_text(text)).ids, text
 

@@ -115,5 +115,5 @@ def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(onnx_dir, broken)
     (broken / "model.int8.onnx").write_bytes(b"not an onnx graph")
-    with pytest.raises(ModelLoadError, match="model.int8.onnx"):
+    with pytest.raises(ModelLoadError, match=r"model\.int8\.onnx"):
         TriagePredictor.from_pretrained(broken)
