@@ -117,3 +117,25 @@ def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
     (broken / "model.int8.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(ModelLoadError, match=r"model\.int8\.onnx"):
         TriagePredictor.from_pretrained(broken)
+
+
+def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encoder):
+    """The CI smoke run: `triage train --config training/configs/smoke.yaml` on a tiny slice."""
+    from collections import Counter
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import REPO
+    from training.data import load_labeled
+    from triage_model.cli import app
+    from triage_model.schema import HEADS
+
+    out = tmp_path / "smoke"
+    result = CliRunner().invoke(app, ["train", "--config", str(REPO / "training/configs/smoke.yaml"), "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["test"]
+    test_rows = load_labeled(LABELED).split("test")
+    for head, labels in HEADS.items():
+        assert metrics[head]["accuracy"] > 1 / len(labels), head
+    majority = Counter(r.category for r in test_rows).most_common(1)[0][1] / len(test_rows)
+    assert metrics["category"]["accuracy"] > majority + 0.05

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from triage_model.normalize import normalize_text
-from triage_model.schema import CATEGORIES, SENTIMENTS, SEVERITIES, TEXT_TRIGGERS
+from triage_model.schema import HEADS, TEXT_TRIGGERS
 
 Split = Literal["train", "dev", "test"]
 SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
@@ -54,20 +54,10 @@ class LabeledRow(BaseModel):
             raise ValueError(f"text has {n} characters, more than {MAX_TEXT_CHARS}")
         return v
 
-    @field_validator("category")
+    @field_validator("category", "severity", "sentiment")
     @classmethod
-    def _category(cls, v: str) -> str:
-        return _one_of(v, CATEGORIES, "category")
-
-    @field_validator("severity")
-    @classmethod
-    def _severity(cls, v: str) -> str:
-        return _one_of(v, SEVERITIES, "severity")
-
-    @field_validator("sentiment")
-    @classmethod
-    def _sentiment(cls, v: str) -> str:
-        return _one_of(v, SENTIMENTS, "sentiment")
+    def _label_in_schema(cls, v: str, info: ValidationInfo) -> str:
+        return _one_of(v, HEADS[info.field_name], info.field_name)
 
     @field_validator("triggers")
     @classmethod

@@ -113,7 +113,41 @@ def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str],
     return ParityReport(diff, agreement)
 
 
-def export(model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None, int8: bool = True) -> ParityReport:
+REFERENCE_FILE = "torch_reference.json"
+
+
+def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path, max_length: int, pad_id: int) -> dict:
+    """The torch model's argmax on the fixed test split, shipped beside the ONNX graph.
+
+    Why: the shipped directory carries no torch weights, yet int8 parity with torch must stay
+    checkable (``tests/test_int8_parity.py``) — so the torch side is recorded once, at export.
+    """
+    from eval.metrics import head_metrics, softmax
+    from training.data import load_labeled
+    from triage_model.schema import label_to_id
+
+    rows = load_labeled(data_dir).split("test")
+    tok = load_tokenizer(model_dir / TOKENIZER_FILE)
+    encoded = encode_texts(tok, [normalize_text(r.text) for r in rows], max_length)
+    order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
+    logits = {h: np.zeros((len(rows), len(v)), dtype=np.float32) for h, v in HEADS.items()}
+    for start in range(0, len(order), 64):
+        idx = order[start : start + 64]
+        ids, mask = pad_batch([encoded[i] for i in idx], pad_id)
+        for h, out in zip(HEADS, _torch_logits(model, ids, mask), strict=True):
+            logits[h][idx] = out
+    gold = {h: [label_to_id(h, getattr(r, h)) for r in rows] for h in HEADS}
+    return {
+        "split": "test",
+        "ids": [r.id for r in rows],
+        "argmax": {h: logits[h].argmax(1).tolist() for h in HEADS},
+        "macro_f1": {h: head_metrics(softmax(logits[h]), gold[h], HEADS[h])["macro_f1"] for h in HEADS},
+    }
+
+
+def export(
+    model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None, int8: bool = True, reference_data: Path | None = None
+) -> ParityReport:
     """Export ``model_dir`` (torch) to ``out_dir`` (ONNX + tokenizer + metadata + card)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = read_meta(model_dir)
@@ -132,6 +166,9 @@ def export(model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None
         json.dumps({"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2),
         encoding="utf-8",
     )
+    if reference_data is not None:
+        reference = torch_reference(model, out_dir, reference_data, meta.max_length, meta.pad_id)
+        (out_dir / REFERENCE_FILE).write_text(json.dumps(reference, ensure_ascii=False), encoding="utf-8")
     if not report.fp32_ok:
         raise RuntimeError(f"ONNX fp32 logits differ from torch by {report.fp32_max_abs_diff:.2e} > {FP32_TOLERANCE}")
     return report

@@ -53,12 +53,15 @@ def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the ONNX model directory")],
     int8: Annotated[bool, typer.Option(help="also write the int8-quantized graph and serve it by default")] = True,
+    reference_data: Annotated[
+        Path | None, typer.Option(help="labeled data dir: record torch's test-split predictions for int8 parity checks")
+    ] = Path("labeled_data"),
 ) -> None:
     """Export to ONNX (fp32 + int8) and check fp32 parity with torch."""
     from training.export import export as run_export
 
     try:
-        report = run_export(model, out, int8=int8)
+        report = run_export(model, out, int8=int8, reference_data=reference_data if reference_data and reference_data.exists() else None)
     except RuntimeError as err:
         _fail(str(err))
     typer.echo(f"ONNX written to {out}; fp32 max |Δlogit| = {report.fp32_max_abs_diff:.2e}")

@@ -1,0 +1,47 @@
+"""The shipped int8 model agrees with the torch model it was exported from, on the fixed test split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eval.metrics import head_metrics
+from tests.conftest import LABELED
+from training.data import load_labeled
+from triage_model.model_dir import DEFAULT_MODEL_DIR
+from triage_model.predictor import TriagePredictor
+from triage_model.schema import HEADS, label_to_id
+
+REFERENCE = DEFAULT_MODEL_DIR / "torch_reference.json"
+
+
+@pytest.fixture(scope="module")
+def parity():
+    if not REFERENCE.exists():
+        pytest.skip("the shipped model has no torch_reference.json")
+    reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    rows = {r.id: r for r in load_labeled(LABELED).split("test")}
+    keep = [i for i, rid in enumerate(reference["ids"]) if rid in rows]
+    assert len(keep) >= 0.9 * len(reference["ids"]), "test split changed a lot since export: re-export the model"
+    test_rows = [rows[reference["ids"][i]] for i in keep]
+    predictor = TriagePredictor.from_pretrained(DEFAULT_MODEL_DIR)
+    probs = predictor.predict_proba([predictor.prepare(r.text).text for r in test_rows])
+    return reference, keep, test_rows, probs
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_int8_argmax_agrees_with_torch_on_99_percent_of_test_rows(parity, head):
+    reference, keep, _, probs = parity
+    torch_argmax = np.asarray(reference["argmax"][head])[keep]
+    agreement = float((probs[head].argmax(1) == torch_argmax).mean())
+    assert agreement >= 0.99, f"{head}: int8 agrees with torch on {agreement:.2%} of test rows"
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_int8_macro_f1_is_within_half_a_point_of_torch(parity, head):
+    reference, _, rows, probs = parity
+    gold = [label_to_id(head, getattr(r, head)) for r in rows]
+    int8_f1 = head_metrics(probs[head], gold, HEADS[head])["macro_f1"]
+    assert int8_f1 >= reference["macro_f1"][head] - 0.005, f"{head}: int8 {int8_f1:.4f} vs torch {reference['macro_f1'][head]:.4f}"
