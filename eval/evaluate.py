@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.escalation_eval import ESCALATION_SET_NAME, evaluate_escalation
 from eval.metrics import head_metrics
 from training.data import LabeledRow, load_labeled
 from triage_model.predictor import TriagePredictor
@@ -26,9 +27,16 @@ def predict_rows(predictor: TriagePredictor, rows: list[LabeledRow]) -> dict[str
     return predictor.predict_proba([predictor.prepare(r.text).text for r in rows])
 
 
-def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test") -> dict:
+def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test", escalation: bool = True) -> dict:
+    """Head metrics on ``split``; plus, when ``<data_dir>/escalation/escalation_eval.jsonl`` exists, the
+    escalation scorer's metrics on that fixed set (it has no splits) with gold and with model heads."""
     predictor = TriagePredictor.from_pretrained(model_dir)
     rows = split_rows(data_dir, split)
     probs = predict_rows(predictor, rows)
-    heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h]) for h in HEADS}
-    return {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
+    thresholds = predictor.meta.decision_thresholds
+    heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h)) for h in HEADS}
+    metrics = {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
+    esc_path = Path(data_dir) / "escalation" / ESCALATION_SET_NAME
+    if escalation and esc_path.exists():
+        metrics["escalation"] = evaluate_escalation(esc_path, predictor=predictor)
+    return metrics

@@ -7,9 +7,11 @@ reports, so the numbers a reviewer reads are the numbers the trainer optimised.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from triage_model.decision import decide
 
 ECE_BINS = 15
 
@@ -49,10 +51,16 @@ def reliability_bins(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> lis
     return out
 
 
-def head_metrics(probs: np.ndarray, gold: Sequence[int], labels: Sequence[str]) -> dict[str, object]:
-    """Metrics for one head from calibrated probabilities ``[n, k]`` and gold label ids."""
+def head_metrics(
+    probs: np.ndarray, gold: Sequence[int], labels: Sequence[str], thresholds: Mapping[str, float] | None = None
+) -> dict[str, object]:
+    """Metrics for one head from calibrated probabilities ``[n, k]`` and gold label ids.
+
+    Predictions follow the served decision rule (argmax + any label thresholds); ECE is measured on
+    the top-probability label, which is what a calibrated score promises.
+    """
     gold_arr = np.asarray(gold, dtype=int)
-    pred = probs.argmax(1) if len(gold_arr) else np.zeros(0, dtype=int)
+    pred = decide(probs, labels, thresholds) if len(gold_arr) else np.zeros(0, dtype=int)
     k = len(labels)
     confusion = np.zeros((k, k), dtype=int)
     for g, p in zip(gold_arr, pred, strict=True):

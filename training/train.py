@@ -29,6 +29,7 @@ from training.calibrate import fit_temperature
 from training.config import TrainConfig
 from training.data import LabeledRow, data_hash, load_labeled
 from training.model_card import write_model_card
+from triage_model.decision import fit_recall_threshold
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
@@ -114,8 +115,20 @@ def predict_logits(model: MultiTaskTriageModel, loader: DataLoader) -> tuple[dic
     )
 
 
-def all_head_metrics(logits: dict, gold: dict, temperatures: dict[str, float]) -> dict[str, dict]:
-    return {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h]) for h in HEADS}
+def all_head_metrics(
+    logits: dict, gold: dict, temperatures: dict[str, float], thresholds: dict[str, dict[str, float]] | None = None
+) -> dict[str, dict]:
+    thresholds = thresholds or {}
+    return {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h], thresholds.get(h)) for h in HEADS}
+
+
+def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, float], target: float | None) -> dict:
+    """The dev-split operating point for 一级 (see ``triage_model.decision``)."""
+    if target is None:
+        return {}
+    critical = HEADS["severity"].index("一级")
+    probs = softmax(logits["severity"], temperatures["severity"])
+    return {"severity": {"一级": fit_recall_threshold(probs, gold["severity"], critical, target)}}
 
 
 def mean_macro_f1(metrics: dict[str, dict]) -> float:
@@ -226,10 +239,11 @@ def train_on_rows(
 
     dev_logits, dev_gold = predict_logits(model, eval_loader("dev"))
     temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
-    metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures), "history": history}
+    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, cfg.critical_recall_target)
+    metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures, thresholds), "history": history}
     if cfg.evaluate_test and test_rows:
         test_logits, test_gold = predict_logits(model, eval_loader("test"))
-        metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures)
+        metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
 
     out = Path(cfg.output_dir)
     if out.exists():
@@ -244,6 +258,7 @@ def train_on_rows(
         max_length=cfg.max_length,
         pad_id=pad_id,
         temperatures=temperatures,
+        decision_thresholds=thresholds,
         data_hash=dhash,
         git_commit=git_commit(),
         seed=cfg.seed,

@@ -32,6 +32,7 @@ class ModelMeta(BaseModel):
     max_length: int
     pad_id: int
     temperatures: dict[str, float]
+    decision_thresholds: dict[str, dict[str, float]] = Field(default_factory=dict)
     data_hash: str
     git_commit: str = "unknown"
     seed: int = 0

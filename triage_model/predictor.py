@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from triage_model.decision import decide
 from triage_model.model_dir import (
     DEFAULT_MODEL_DIR,
     INPUT_NAMES,
@@ -144,9 +145,10 @@ class TriagePredictor:
         return [self._result(probs, i, p.truncated) for i, p in enumerate(prepared)]
 
     def _label(self, head: str, p: np.ndarray) -> dict[str, object]:
-        top2 = np.argsort(-p)[:2]
         labels = HEADS[head]
-        return {"label": labels[top2[0]], "score": round(float(p[top2[0]]), 4), "runner_up": labels[top2[1]]}
+        chosen = int(decide(p[None, :], labels, self.meta.decision_thresholds.get(head))[0])
+        runner_up = next(int(i) for i in np.argsort(-p) if i != chosen)
+        return {"label": labels[chosen], "score": round(float(p[chosen]), 4), "runner_up": labels[runner_up]}
 
     def _result(self, probs: dict[str, np.ndarray], i: int, truncated: bool) -> TriageResult:
         sentiment = probs["sentiment"][i]

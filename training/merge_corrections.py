@@ -1,0 +1,327 @@
+"""``triage data merge-corrections``: fold reviewer corrections (``POST /v1/feedback``) into training data.
+
+Rules, and why:
+
+* A correction is matched to a labeled row by its text after ``normalize_text`` (what the model sees).
+  A match updates only the corrected heads of that row; no match, and a correction with all three
+  heads becomes a new row in ``complaints/corrections_merged.jsonl`` (id ``corr-<correction id>``,
+  source ``correction:<correction id>``, split from ``split_for_id``).
+* Rows of the test split are never edited unless ``--allow-test-edits``: the test split is the fixed
+  yardstick ``triage promote`` compares models on; silently changing it would move the goalposts.
+* Corrections of the same text that disagree are a conflict: none of them is applied (unless
+  ``latest_wins``) and they are listed in the report until a reviewer settles them.
+* A new text that ``triage data validate`` would flag as a near-duplicate of a labeled row is
+  reported, not added: merging must never produce data that fails validation.
+* Idempotent: merged correction ids go to ``corrections/merged_ids.jsonl``; a re-run merges nothing
+  new. Even if that ledger were lost, re-applying a correction is a no-op (labels already equal).
+* Never lose data: files are replaced atomically (temp file + fsync + rename) and every line this
+  command does not change, parsable or not, is written back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from training.data import LabeledRow, data_files, split_for_id
+from training.validate import NEAR_DUP_JACCARD, char_ngrams
+from triage_model.corrections import LABEL_FIELDS, Correction, append_line, read_corrections
+from triage_model.normalize import normalize_text
+from triage_model.schema import HEADS
+
+CORRECTIONS_SUBDIR = "corrections"
+MERGED_DATA_FILE = "complaints/corrections_merged.jsonl"
+LEDGER_FILE = "merged_ids.jsonl"
+PREVIEW_CHARS = 40
+
+
+@dataclass
+class Issue:
+    """A correction (or group of them) that was not applied, or was applied after a settled conflict."""
+
+    kind: str  # conflict | conflict_settled | test_split | incomplete | invalid | near_duplicate | unreadable
+    correction_ids: list[str]
+    detail: str
+    text: str = ""
+    row_id: str | None = None
+    values: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+
+
+@dataclass
+class MergeResult:
+    updated: dict[str, list[str]] = field(default_factory=dict)  # row id → correction ids
+    added: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: dict[str, list[str]] = field(default_factory=dict)  # labels already equal: recorded as merged
+    already_merged: int = 0
+    without_text: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def conflicts(self) -> list[Issue]:
+        return [i for i in self.issues if i.kind == "conflict"]
+
+    def to_json(self) -> dict:
+        counts = {
+            "updated_rows": len(self.updated),
+            "added_rows": len(self.added),
+            "unchanged_rows": len(self.unchanged),
+            "already_merged": self.already_merged,
+            "without_text": self.without_text,
+        }
+        for issue in self.issues:
+            counts[issue.kind] = counts.get(issue.kind, 0) + 1
+        return {"counts": counts, "updated": self.updated, "added": self.added, "issues": [asdict(i) for i in self.issues]}
+
+
+@dataclass
+class _Line:
+    """One line of a data file: its exact bytes, and its JSON object when it parses to one."""
+
+    raw: str
+    obj: dict | None
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on ``\\n`` only (``str.splitlines`` would also cut at U+2028 or \\x85 inside a JSON string)."""
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    return [*lines, parts[-1]] if parts[-1] else lines
+
+
+def _read_data_file(path: Path) -> list[_Line]:
+    out = []
+    for raw in _split_lines(path.read_text(encoding="utf-8")):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            obj = None
+        out.append(_Line(raw, obj if isinstance(obj, dict) else None))
+    return out
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, rename over ``path``: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def _read_ledger(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    ids = set()
+    for raw in _split_lines(path.read_text(encoding="utf-8")):
+        try:
+            ids.add(json.loads(raw)["correction_id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a torn line: the correction will be re-checked, which is a no-op if applied
+    return ids
+
+
+def _conflicts(group: list[Correction], merged_ids: set[str]) -> dict[str, list[dict[str, object]]]:
+    """Heads on which the pending corrections disagree with each other or with what is already merged.
+
+    What is merged counts as one voice per head (the latest merged value), so a conflict settled
+    once (``latest_wins``) stays settled when a later correction agrees with the settlement.
+    """
+    settled: dict[str, tuple[Correction, object]] = {}
+    for c in group:
+        if c.correction_id in merged_ids:
+            settled.update({name: (c, v) for name, v in c.given().items()})
+    out = {}
+    for name in LABEL_FIELDS:
+        said = [settled[name]] if name in settled else []
+        said += [(c, c.given()[name]) for c in group if c.correction_id not in merged_ids and name in c.given()]
+        if len({json.dumps(v) for _, v in said}) > 1:
+            out[name] = [{"correction_id": c.correction_id, "reviewer": c.reviewer, "value": v} for c, v in said]
+    return out
+
+
+class _NearDuplicates:
+    """Character 5-gram index of the labeled texts, so a new row that ``triage data validate`` would flag
+    as a near-duplicate (Jaccard > 0.6) is reported instead of added. Built only when needed."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.ids = list(texts)
+        self.grams = [char_ngrams(t) for t in texts.values()]
+        self.index: dict[str, list[int]] = {}
+        for i, grams in enumerate(self.grams):
+            for g in grams:
+                self.index.setdefault(g, []).append(i)
+
+    def add(self, row_id: str, text: str) -> None:
+        self.ids.append(row_id)
+        self.grams.append(char_ngrams(text))
+        for g in self.grams[-1]:
+            self.index.setdefault(g, []).append(len(self.ids) - 1)
+
+    def find(self, text: str) -> tuple[str, float] | None:
+        grams = char_ngrams(text)
+        shared = Counter(i for g in grams for i in self.index.get(g, ()))
+        for i, inter in shared.most_common():
+            union = len(grams) + len(self.grams[i]) - inter
+            if union and inter / union > NEAR_DUP_JACCARD:
+                return self.ids[i], inter / union
+        return None
+
+
+class _Merger:
+    """One merge run: the data files in memory, the text index, and what changed."""
+
+    def __init__(self, data_dir: Path, allow_test_edits: bool) -> None:
+        self.allow_test_edits = allow_test_edits
+        self.merged_path = data_dir / MERGED_DATA_FILE
+        self.files = {p: _read_data_file(p) for p in data_files(data_dir)}
+        self.files.setdefault(self.merged_path, [])
+        self.by_text: dict[str, tuple[Path, _Line]] = {}
+        for path, lines in self.files.items():
+            for line in lines:
+                if line.obj is not None and isinstance(line.obj.get("text"), str):
+                    self.by_text.setdefault(normalize_text(line.obj["text"]), (path, line))
+        self.changed: set[Path] = set()
+        self._near: _NearDuplicates | None = None
+
+    def update_row(self, key: str, labels: dict[str, object], ids: list[str], result: MergeResult) -> tuple[str, str] | None:
+        """Relabel the row with this text; returns the ledger action, or None if it must wait."""
+        path, line = self.by_text[key]
+        row = line.obj
+        row_id = str(row.get("id"))
+        current = {**row, "triggers": sorted(set(row.get("triggers") or []))}
+        changes = {k: v for k, v in labels.items() if current.get(k) != v}
+        if not changes:
+            result.unchanged[row_id] = ids
+            return "unchanged", row_id
+        if (row.get("split") or split_for_id(row_id)) == "test" and not self.allow_test_edits:
+            result.issues.append(
+                Issue("test_split", ids, f"row is in the test split; would change {changes}", _preview(row["text"]), row_id)
+            )
+            return None
+        row.update(changes)
+        line.raw = json.dumps(row, ensure_ascii=False) + "\n"
+        self.changed.add(path)
+        result.updated[row_id] = ids
+        return "updated", row_id
+
+    def add_row(
+        self, key: str, group: list[Correction], labels: dict[str, object], ids: list[str], result: MergeResult
+    ) -> tuple[str, str] | None:
+        """Append a new row for a text no labeled row has; returns the ledger action, or None if it must wait."""
+        first = group[0]
+        text = first.text or ""
+        missing = [h for h in HEADS if h not in labels]
+        if missing:
+            result.issues.append(Issue("incomplete", ids, f"new text needs every head; missing {missing}", _preview(text)))
+            return None
+        row_id = f"corr-{first.correction_id}"
+        new_row = {
+            "id": row_id,
+            "text": text,
+            **{h: labels[h] for h in HEADS},
+            "triggers": labels.get("triggers", []),
+            "source": f"correction:{first.correction_id}",
+            "split": split_for_id(row_id),
+            "notes": "reviewed by " + ", ".join(sorted({c.reviewer for c in group})),
+        }
+        try:
+            LabeledRow.model_validate(new_row)
+        except ValidationError as err:
+            result.issues.append(Issue("invalid", ids, err.errors()[0]["msg"], _preview(text)))
+            return None
+        if self._near is None:
+            self._near = _NearDuplicates({str(line.obj.get("id")): line.obj["text"] for _, line in self.by_text.values()})
+        near = self._near.find(text)
+        if near is not None:
+            detail = f"near-duplicate of row {near[0]} (5-gram Jaccard {near[1]:.2f}): correct that row, or add this text by hand"
+            result.issues.append(Issue("near_duplicate", ids, detail, _preview(text), near[0]))
+            return None
+        lines = self.files[self.merged_path]
+        if lines and not lines[-1].raw.endswith("\n"):
+            lines[-1].raw += "\n"
+        lines.append(_Line(json.dumps(new_row, ensure_ascii=False) + "\n", new_row))
+        self.by_text[key] = (self.merged_path, lines[-1])
+        self._near.add(row_id, text)
+        self.changed.add(self.merged_path)
+        result.added[row_id] = ids
+        return "added", row_id
+
+    def write(self) -> None:
+        for path in sorted(self.changed):
+            atomic_write(path, "".join(line.raw for line in self.files[path]))
+
+
+def _read_groups(corrections_dir: Path, result: MergeResult) -> dict[str, list[Correction]]:
+    """Corrections that carry text, grouped by normalised text, in arrival order."""
+    groups: dict[str, list[Correction]] = {}
+    for stored in read_corrections(corrections_dir):
+        if stored.correction is None:
+            result.issues.append(Issue("unreadable", [], f"{stored.file}:{stored.line}: {stored.error}"))
+        elif not stored.correction.text or not normalize_text(stored.correction.text):
+            result.without_text += 1
+        else:
+            groups.setdefault(normalize_text(stored.correction.text), []).append(stored.correction)
+    return groups
+
+
+def merge_corrections(data_dir: Path, allow_test_edits: bool = False, latest_wins: bool = False) -> MergeResult:
+    """Apply every not-yet-merged correction that carries text; see the module docstring for the rules."""
+    data_dir = Path(data_dir)
+    corrections_dir = data_dir / CORRECTIONS_SUBDIR
+    ledger_path = corrections_dir / LEDGER_FILE
+    merged_ids = _read_ledger(ledger_path)
+    result = MergeResult()
+    groups = _read_groups(corrections_dir, result)
+    merger = _Merger(data_dir, allow_test_edits)
+    ledger: list[dict[str, str]] = []
+    for key, group in groups.items():
+        pending = [c for c in group if c.correction_id not in merged_ids]
+        result.already_merged += len(group) - len(pending)
+        if not pending:
+            continue
+        ids = [c.correction_id for c in pending]
+        text = _preview(group[0].text or "")
+        conflict = _conflicts(group, merged_ids)
+        if conflict and not latest_wins:
+            result.issues.append(Issue("conflict", ids, f"corrections disagree on {', '.join(conflict)}", text, values=conflict))
+            continue
+        labels: dict[str, object] = {}
+        for c in group:  # arrival order: with latest_wins a later correction overrides an earlier one
+            labels.update(c.given())
+        if conflict:
+            result.issues.append(Issue("conflict_settled", ids, f"settled by the latest correction: {labels}", text, values=conflict))
+        known = key in merger.by_text
+        action = merger.update_row(key, labels, ids, result) if known else merger.add_row(key, group, labels, ids, result)
+        if action is not None:
+            kind, row_id = action
+            ledger += [{"correction_id": i, "action": kind, "row_id": row_id} for i in ids]
+    merger.write()
+    if ledger:  # after the data files: a crash in between only means a no-op re-check next time
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        corrections_dir.mkdir(parents=True, exist_ok=True)
+        append_line(ledger_path, "".join(json.dumps({**r, "merged_at": now}, ensure_ascii=False) + "\n" for r in ledger).encode("utf-8"))
+    return result
+
+
+def write_report(result: MergeResult, path: Path, data_dir: Path, allow_test_edits: bool) -> Path:
+    report = {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data_dir": str(data_dir),
+        "allow_test_edits": allow_test_edits,
+        **result.to_json(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    return path
