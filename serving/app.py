@@ -16,12 +16,14 @@ from fastapi import FastAPI, Request
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.alerts import VolumeMonitor
 from serving.errors import error_response, install_error_handlers
 from serving.gate import InferenceGate
 from serving.model_holder import ModelHolder
 from serving.observability import IN_FLIGHT, REQUEST_LATENCY, configure_logging
-from serving.routes import health, model, triage
+from serving.routes import alerts, feedback, health, model, triage
 from serving.settings import Settings
+from triage_model.escalation import EscalationScorer, load_policy
 
 log = logging.getLogger("serving")
 
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         configure_logging()
         predictor = await asyncio.to_thread(app.state.holder.load, settings.model_dir)
+        await asyncio.to_thread(app.state.scorer.warmup)  # jieba's dictionary, before the first request
         model.publish_model_info(predictor)
         log.info("model loaded", extra={"model_version": predictor.version})
         _install_sighup(app)
@@ -143,9 +146,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = ModelHolder(settings.intra_op_threads)
     app.state.background_tasks = set()
     app.state.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
+    app.state.scorer = EscalationScorer(load_policy(settings.escalation_policy))  # a bad policy fails here, at start-up
+    app.state.volume = VolumeMonitor(
+        window_s=settings.alert_window_s,
+        baseline_s=settings.alert_baseline_s,
+        ratio=settings.alert_ratio,
+        min_count=settings.alert_min_count,
+        bucket_s=settings.alert_bucket_s,
+        min_history_s=settings.alert_min_history_s,
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # added last = outermost: every response, even a 413, gets a request id
-    for router in (health.router, triage.router, model.router):
+    for router in (health.router, triage.router, model.router, feedback.router, alerts.router):
         app.include_router(router)
     return app

@@ -7,9 +7,11 @@ import hmac
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from serving.alerts import VolumeMonitor
 from serving.errors import ApiError
 from serving.model_holder import ModelHolder
 from serving.settings import Settings
+from triage_model.escalation import EscalationScorer
 from triage_model.predictor import TriagePredictor
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when TRIAGE_API_KEYS is set")
@@ -21,6 +23,14 @@ def get_settings(request: Request) -> Settings:
 
 def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
+
+
+def get_scorer(request: Request) -> EscalationScorer:
+    return request.app.state.scorer
+
+
+def get_monitor(request: Request) -> VolumeMonitor:
+    return request.app.state.volume
 
 
 def get_predictor(holder: ModelHolder = Depends(get_holder)) -> TriagePredictor:

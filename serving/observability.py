@@ -21,6 +21,11 @@ PREDICTIONS = Counter("triage_predictions_total", "predictions served per head a
 ERRORS = Counter("triage_errors_total", "error responses by type", ["error_type"])
 MODEL_INFO = Info("triage_model", "the model being served")
 RELOADS = Counter("triage_model_reloads_total", "model reload attempts", ["outcome"])
+# Per-category volume is PREDICTIONS{head="category"}; these add the escalation and alert side.
+ESCALATION_TIERS = Counter("triage_escalation_tier_total", "escalation decisions by tier", ["tier"])
+ESCALATION_TRIGGERS = Counter("triage_escalation_triggers_total", "escalation triggers fired", ["trigger"])
+VOLUME_ALERT_ACTIVE = Gauge("triage_volume_alert_active", "1 while a category's volume alert is active", ["category"])
+VOLUME_ALERTS_RAISED = Counter("triage_volume_alerts_total", "volume alerts raised (inactive → active)", ["category"])
 
 
 class JsonLogFormatter(logging.Formatter):

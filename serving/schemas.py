@@ -23,9 +23,56 @@ EXAMPLE_REPEAT = {
     "received_at": "2026-11-29T07:30:00+08:00",
 }
 
+EXAMPLE_REPEAT_RESPONSE = {
+    "category": {"label": "售后服务", "score": 0.91, "runner_up": "产品质量"},
+    "severity": {"label": "二级", "score": 0.84, "runner_up": "三级"},
+    "sentiment": {"label": "愤怒", "score": 0.72, "runner_up": "不满", "emotion_index": 86.4},
+    "model_version": "triage-e5-20261129-ab12cd34",
+    "truncated": False,
+    "escalation": {
+        "tier": "L3",
+        "tier_name": "客户关系",
+        "escalation_score": 0.7855,
+        "triggers": [
+            {"name": "repeated_contact", "weight": 0.4, "source": "text", "evidence": {"start": 5, "end": 8, "text": "第四次"}},
+            {
+                "name": "high_emotion",
+                "weight": 0.35,
+                "source": "heads",
+                "evidence": {"field": "sentiment.emotion_index", "value": 86.4, "detail": ">= 80"},
+            },
+            {
+                "name": "sla_near_breach",
+                "weight": 0.45,
+                "source": "context",
+                "evidence": {
+                    "field": "context.tier_entered_at",
+                    "value": "2026-11-27T09:00:00+08:00",
+                    "detail": "46.5 of 48 hours in L2 used (97%)",
+                },
+            },
+        ],
+        "needs_human_review": False,
+        "review_reasons": [],
+        "received_at": "2026-11-29T07:30:00+08:00",
+        "first_response_due": "2026-11-29T09:30:00+08:00",
+        "resolution_due": "2026-12-01T07:30:00+08:00",
+        "tier_due": "2026-12-02T07:30:00+08:00",
+        "policy_version": "2026.11.29-1",
+    },
+    "request_id": "5f1c2a9e8b7d4c3a",
+}
+"""The answer to EXAMPLE_REPEAT (heads illustrative; the escalation block is what the scorer gives
+for them — a test keeps it so): 第四次 → repeated_contact, 愤怒 → high_emotion, 46.5 h of L2's 48 h →
+sla_near_breach; two of {critical, repeated, emotion} → L3, and L2 + 1 → L3."""
+
 
 class ComplaintContext(BaseModel):
-    """Optional context the intake system knows about the complaint (feeds the escalation scorer)."""
+    """Optional context the intake system knows about the complaint (feeds the escalation scorer).
+
+    Field for field the same as ``triage_model.escalation.EscalationContext``, which the scorer
+    converts it to (``EscalationContext.coerce``), so ``triage_model`` never imports ``serving``.
+    """
 
     received_at: AwareDatetime | None = Field(None, description="ISO-8601 with timezone; default: now")
     repeat_count: int | None = Field(None, ge=0, le=10_000, description="times this customer raised this issue")
@@ -54,6 +101,10 @@ class BatchRequest(BaseModel):
 
 
 class TriageResponse(TriageResult):
+    """The heads, the escalation decision (tier, triggers with evidence, deadlines) and the request id."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REPEAT_RESPONSE]})
+
     request_id: str
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi.concurrency import run_in_threadpool
 
+from serving.alerts import VolumeMonitor
 from serving.errors import ApiError
 from serving.gate import InferenceGate, QueueFull
-from serving.observability import PREDICTIONS
+from serving.observability import ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS
 from serving.schemas import TriageRequest
 from serving.settings import Settings
+from triage_model.escalation import EscalationScorer, default_scorer
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 from triage_model.schema import HEADS
@@ -23,16 +27,47 @@ def check_limits(items: list[TriageRequest], settings: Settings) -> None:
             raise ApiError(413, "text_too_large", f"{where} has {len(item.text)} characters; at most {settings.max_text_chars}")
 
 
-async def triage_items(
-    items: list[TriageRequest], predictor: TriagePredictor, gate: InferenceGate, settings: Settings
+def predict_and_score(
+    predictor: TriagePredictor, scorer: EscalationScorer, items: list[TriageRequest], batch_size: int, now: datetime
 ) -> list[TriageResult]:
-    check_limits(items, settings)
-    try:
-        async with gate.slot():
-            results = await run_in_threadpool(predictor.predict, [it.text for it in items], settings.micro_batch_size)
-    except QueueFull:
-        raise ApiError(429, "overloaded", "too many requests in flight; retry shortly", headers={"Retry-After": "1"}) from None
+    """Heads, then escalation on each item's own text and context (one worker-thread call: both are
+    CPU work, and the first scoring call may load jieba)."""
+    results = predictor.predict([it.text for it in items], batch_size)
+    return [scorer.score_into(res, it.text, it, now=now) for res, it in zip(results, items, strict=True)]
+
+
+def count(results: list[TriageResult], monitor: VolumeMonitor | None) -> None:
+    """Prometheus counters and the volume monitor see every served prediction."""
     for res in results:
         for head in HEADS:
             PREDICTIONS.labels(head=head, label=getattr(res, head).label).inc()
+        if res.escalation is not None:
+            ESCALATION_TIERS.labels(tier=res.escalation.tier).inc()
+            for trig in res.escalation.triggers:
+                ESCALATION_TRIGGERS.labels(trigger=trig.name).inc()
+        if monitor is not None:
+            monitor.record(res.category.label)
+
+
+async def triage_items(
+    items: list[TriageRequest],
+    predictor: TriagePredictor,
+    gate: InferenceGate,
+    settings: Settings,
+    scorer: EscalationScorer | None = None,
+    monitor: VolumeMonitor | None = None,
+) -> list[TriageResult]:
+    """Check limits, predict and score off the event loop under the inference gate, count.
+
+    Items without ``received_at`` are scored as received now (UTC), one instant for the whole call.
+    """
+    check_limits(items, settings)
+    scorer = scorer or default_scorer()
+    now = datetime.now(UTC)
+    try:
+        async with gate.slot():
+            results = await run_in_threadpool(predict_and_score, predictor, scorer, items, settings.micro_batch_size, now)
+    except QueueFull:
+        raise ApiError(429, "overloaded", "too many requests in flight; retry shortly", headers={"Retry-After": "1"}) from None
+    count(results, monitor)
     return results

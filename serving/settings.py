@@ -24,6 +24,14 @@ class Settings(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="if set, X-API-Key must be one of these")
     admin_keys: list[str] = Field(default_factory=list, description="keys allowed to call /v1/admin/*")
     log_text: bool = Field(False, description="log complaint text (off by default: privacy)")
+    corrections_dir: Path = Field(Path("labeled_data/corrections"), description="where POST /v1/feedback appends <YYYY-MM>.jsonl")
+    escalation_policy: Path | None = Field(None, description="escalation policy YAML; None = the packaged one")
+    alert_window_s: int = Field(900, gt=0, description="volume alerts: recent window (seconds)")
+    alert_baseline_s: int = Field(86_400, gt=0, description="volume alerts: baseline period before the window (seconds)")
+    alert_ratio: float = Field(3.0, gt=0, description="alert when the window count > ratio × the baseline rate scaled to the window")
+    alert_min_count: int = Field(20, ge=1, description="... and the window count is at least this")
+    alert_bucket_s: int = Field(60, gt=0, description="counting bucket width (seconds)")
+    alert_min_history_s: int = Field(3_600, ge=0, description="no alerts until this much history has been seen")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,11 +46,19 @@ class Settings(BaseModel):
             "api_keys": _env_list("TRIAGE_API_KEYS"),
             "admin_keys": _env_list("TRIAGE_ADMIN_KEYS"),
             "log_text": env.get("TRIAGE_LOG_TEXT", "").lower() in ("1", "true", "yes"),
+            "corrections_dir": Path(env["TRIAGE_CORRECTIONS_DIR"]) if env.get("TRIAGE_CORRECTIONS_DIR") else None,
+            "escalation_policy": Path(env["TRIAGE_ESCALATION_POLICY"]) if env.get("TRIAGE_ESCALATION_POLICY") else None,
+            "alert_ratio": float(env["TRIAGE_ALERT_RATIO"]) if env.get("TRIAGE_ALERT_RATIO") else None,
         }
         for field, name in (
             ("max_concurrent_inferences", "TRIAGE_MAX_CONCURRENT"),
             ("max_queue", "TRIAGE_MAX_QUEUE"),
             ("max_body_bytes", "TRIAGE_MAX_BODY_BYTES"),
+            ("alert_window_s", "TRIAGE_ALERT_WINDOW_S"),
+            ("alert_baseline_s", "TRIAGE_ALERT_BASELINE_S"),
+            ("alert_min_count", "TRIAGE_ALERT_MIN_COUNT"),
+            ("alert_bucket_s", "TRIAGE_ALERT_BUCKET_S"),
+            ("alert_min_history_s", "TRIAGE_ALERT_MIN_HISTORY_S"),
         ):
             if env.get(name):
                 values[field] = int(env[name])

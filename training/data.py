@@ -185,7 +185,9 @@ def assign_splits(data_dir: Path) -> int:
 
     changed = 0
     for path in data_files(data_dir):
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        # split on "\n" only: str.splitlines() also breaks at U+2028/U+0085, which JSON strings may hold
+        lines = path.read_text(encoding="utf-8").split("\n")
+        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         out = []
         for line in lines:
             try:

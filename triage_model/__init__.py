@@ -1,8 +1,8 @@
 """投诉分诊 model package: schema, normalisation, ONNX predictor and escalation scorer.
 
-    from triage_model import TriagePredictor
-    predictor = TriagePredictor.from_pretrained()          # the shipped default model
-    [result] = predictor.predict(["快递一周没到，客服也不回"])
+from triage_model import TriagePredictor
+predictor = TriagePredictor.from_pretrained()          # the shipped default model
+[result] = predictor.predict(["快递一周没到，客服也不回"])
 """
 
 from __future__ import annotations

@@ -14,11 +14,14 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(help="投诉分诊: Chinese complaint triage — category, severity, sentiment, escalation.", no_args_is_help=True)
-data_app = typer.Typer(help="Labeled-data tools: validate, assign-splits.", no_args_is_help=True)
+data_app = typer.Typer(help="Labeled-data tools: validate, assign-splits, merge-corrections.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="exported model directory (default: the shipped model)")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="labeled data folder (holds complaints/*.jsonl)")]
+PolicyOpt = Annotated[
+    Path | None, typer.Option("--policy", help="escalation policy YAML (default: triage_model/policy/escalation_policy.yaml)", exists=True)
+]
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -116,19 +119,75 @@ def evaluate(
         typer.echo(f"metrics written to {output}")
 
 
+@app.command("evaluate-escalation")
+def evaluate_escalation_cmd(
+    data: Annotated[Path, typer.Option("--data", "-d", help="escalation set JSONL", exists=True, dir_okay=False)] = Path(
+        "labeled_data/escalation/escalation_eval.jsonl"
+    ),
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="also score with this model's heads (model-heads mode)", file_okay=False)
+    ] = None,
+    policy: PolicyOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write metrics JSON here")] = None,
+) -> None:
+    """Per-trigger P/R/F1, tier accuracy, false escalation to L3/L4 and trap false fires of the
+    escalation scorer: with gold heads (the rules alone) and, given --model, with model heads."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.escalation_eval import evaluate_escalation
+    from triage_model.escalation import EscalationScorer, load_policy
+    from triage_model.model_dir import ModelLoadError
+
+    try:
+        scorer = EscalationScorer(load_policy(policy))
+        predictor = None
+        if model is not None:
+            from triage_model.predictor import TriagePredictor
+
+            predictor = TriagePredictor.from_pretrained(model)
+        metrics = evaluate_escalation(data, predictor=predictor, scorer=scorer)
+    except (ModelLoadError, ValueError) as err:
+        _fail(str(err))
+    console = Console()
+    for mode in ("gold_heads", "model_heads"):
+        if mode not in metrics:
+            continue
+        m = metrics[mode]
+        table = Table(title=f"{mode} · {data.name} · policy {metrics['policy_version']}")
+        for col in ("trigger", "precision", "recall", "F1", "support"):
+            table.add_column(col)
+        for name, t in m["per_trigger"].items():
+            table.add_row(name, f"{t['precision']:.3f}", f"{t['recall']:.3f}", f"{t['f1']:.3f}", str(t["support"]))
+        console.print(table)
+        console.print(
+            f"tier accuracy {m['tier_accuracy']:.3f} · false escalation to L3/L4 {m['false_escalation_l3_l4']:.1%} "
+            f"({m['false_escalation_count']}/{m['gold_l1_l2']}) · trap false fires {m['trap_false_fire_rate']:.1%} "
+            f"({m['trap_false_fires']}/{m['trap_rows']}) · under-escalation {m['under_escalation_rate']:.1%}"
+        )
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+        typer.echo(f"metrics written to {output}")
+
+
 @app.command()
 def predict(
     input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with id and text columns", exists=True, dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl or .csv to write")],
     model: ModelOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 32,
+    policy: PolicyOpt = None,
 ) -> None:
-    """Triage every row of a file; extra input fields are passed through, bad rows get an ``error``."""
+    """Triage every row of a file; extra input fields are passed through, bad rows get an ``error``.
+
+    Each row gets an ``escalation`` object; ticket context comes from a ``context`` object or columns
+    named received_at, repeat_count, current_tier, tier_entered_at, customer_requested_escalation."""
     from triage_model.batch import predict_file
     from triage_model.model_dir import ModelLoadError
 
     try:
-        stats = predict_file(input, output, model, batch_size)
+        stats = predict_file(input, output, model, batch_size, policy)
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     typer.echo(f"{stats['ok']} rows triaged, {stats['errors']} rows with errors → {output}")
@@ -188,6 +247,93 @@ def data_assign_splits(data_dir: DataDirOpt = Path("labeled_data")) -> None:
     from training.data import assign_splits
 
     typer.echo(f"{assign_splits(data_dir)} rows got a split")
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Option("--model", "-m", help="exported model directory to report on (the challenger with --compare)")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="labeled data folder or one labeled .jsonl file", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for report.html, misclassified.csv, metrics.json")],
+    split: Annotated[str | None, typer.Option(help="train, dev, test or all (default: test for a folder, all for a file)")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="champion model: show metric deltas and flipped examples")] = None,
+    max_examples: Annotated[int, typer.Option(min=1, help="misclassified (and flipped) examples listed per head")] = 100,
+) -> None:
+    """QA report: metrics, confusion heatmaps, calibration, slices and the worst misclassifications."""
+    from eval.report import CSV_FILE, METRICS_FILE, build_report
+    from triage_model.model_dir import ModelLoadError
+
+    try:
+        result = build_report(model, data, out, split=split, compare=compare, max_examples=max_examples)
+    except (ModelLoadError, ValueError) as err:
+        _fail(str(err))
+    _print_metrics(result.metrics["heads"], f"{result.metrics['split']} ({result.metrics['model_version']})")
+    typer.echo(f"report written to {result.html_path} (+ {out / CSV_FILE}, {out / METRICS_FILE})")
+
+
+@app.command()
+def promote(
+    challenger: Annotated[Path, typer.Argument(help="exported model directory to promote", exists=True, file_okay=False)],
+    champion: Annotated[Path | None, typer.Option(help="served model directory (promote.yaml: triage_model/default_model)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="data with the test split (promote.yaml: labeled_data)")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="allowed drop of macro-F1 / 一级 recall (promote.yaml: 0.01)")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="refusal report folder (promote.yaml: runs/promote-report)")] = None,
+    config: Annotated[Path | None, typer.Option(help="promotion gate YAML (default: training/configs/promote.yaml)")] = None,
+    first: Annotated[bool, typer.Option("--first", help="allow installing when no champion model exists yet")] = False,
+) -> None:
+    """Replace the champion with CHALLENGER only if it is not worse on the test split (exit 1 if refused)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.promote import DEFAULT_CONFIG, load_promote_config
+    from eval.promote import promote as run_promote
+    from triage_model.model_dir import ModelLoadError
+
+    cfg = load_promote_config(config or DEFAULT_CONFIG, champion=champion, data_dir=data_dir, tolerance=tolerance, report_dir=report_dir)
+    try:
+        decision = run_promote(challenger, cfg, first=first)
+    except (ModelLoadError, ValueError, OSError) as err:
+        _fail(str(err), code=2)
+    if decision.checks:
+        table = Table(title=f"{decision.challenger_version} vs champion {decision.champion_version} (tolerance {decision.tolerance})")
+        for col in ("head", "metric", "champion", "challenger", "delta", "gate"):
+            table.add_column(col)
+        for c in decision.checks:
+            gate = "[green]ok[/green]" if c.ok else "[red]DROP[/red]"
+            table.add_row(c.head, c.metric, f"{c.champion:.4f}", f"{c.challenger:.4f}", f"{c.delta:+.4f}", gate)
+        Console().print(table)
+    if not decision.promote:
+        typer.secho(f"{decision.note}; comparison report: {cfg.report_dir / 'report.html'}", fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.secho(decision.note, fg=typer.colors.GREEN)
+
+
+@data_app.command("merge-corrections")
+def data_merge_corrections(
+    data_dir: DataDirOpt = Path("labeled_data"),
+    allow_test_edits: Annotated[bool, typer.Option("--allow-test-edits", help="also relabel rows of the fixed test split")] = False,
+    latest_wins: Annotated[bool, typer.Option("--latest-wins", help="settle conflicting corrections by the most recent one")] = False,
+    report: Annotated[Path, typer.Option(help="JSON merge/conflict report")] = Path("runs/merge-corrections/report.json"),
+) -> None:
+    """Fold reviewer corrections (corrections/*.jsonl) into the labeled data; idempotent, conflicts reported."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.merge_corrections import merge_corrections, write_report
+
+    result = merge_corrections(data_dir, allow_test_edits=allow_test_edits, latest_wins=latest_wins)
+    write_report(result, report, data_dir, allow_test_edits)
+    counts = result.to_json()["counts"]
+    typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if result.issues:
+        table = Table(title=f"corrections not applied or needing a look ({len(result.issues)})")
+        for col in ("kind", "corrections", "row", "text", "detail"):
+            table.add_column(col)
+        for issue in result.issues:
+            table.add_row(issue.kind, ", ".join(issue.correction_ids), issue.row_id or "", issue.text, issue.detail)
+        Console().print(table)
+    typer.echo(f"report written to {report}")
+    if result.updated or result.added:
+        typer.echo(f"next: `triage data validate --data-dir {data_dir}` and retrain")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

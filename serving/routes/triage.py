@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from serving.deps import get_predictor, get_settings, require_api_key
+from serving.alerts import VolumeMonitor
+from serving.deps import get_monitor, get_predictor, get_scorer, get_settings, require_api_key
 from serving.errors import request_id_of
 from serving.schemas import (
     EXAMPLE_CALM,
@@ -18,6 +19,7 @@ from serving.schemas import (
 )
 from serving.service import triage_items
 from serving.settings import Settings
+from triage_model.escalation import EscalationScorer
 from triage_model.predictor import TriagePredictor
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503)}
@@ -36,8 +38,10 @@ async def triage_one(
     body: TriageRequest = Body(openapi_examples=SINGLE_EXAMPLES),
     predictor: TriagePredictor = Depends(get_predictor),
     settings: Settings = Depends(get_settings),
+    scorer: EscalationScorer = Depends(get_scorer),
+    monitor: VolumeMonitor = Depends(get_monitor),
 ) -> TriageResponse:
-    [result] = await triage_items([body], predictor, request.app.state.gate, settings)
+    [result] = await triage_items([body], predictor, request.app.state.gate, settings, scorer, monitor)
     return TriageResponse(**result.model_dump(), request_id=request_id_of(request))
 
 
@@ -47,6 +51,8 @@ async def triage_batch(
     body: BatchRequest = Body(openapi_examples={"two": {"summary": "two complaints", "value": {"items": [EXAMPLE_CALM, EXAMPLE_FRAUD]}}}),
     predictor: TriagePredictor = Depends(get_predictor),
     settings: Settings = Depends(get_settings),
+    scorer: EscalationScorer = Depends(get_scorer),
+    monitor: VolumeMonitor = Depends(get_monitor),
 ) -> BatchResponse:
-    results = await triage_items(body.items, predictor, request.app.state.gate, settings)
+    results = await triage_items(body.items, predictor, request.app.state.gate, settings, scorer, monitor)
     return BatchResponse(request_id=request_id_of(request), model_version=predictor.version, results=results)

@@ -1,0 +1,159 @@
+"""``triage promote``: replace the served (champion) model with a challenger only if it is not worse.
+
+The gate, on the fixed test split: no head's macro-F1 and not the 一级 recall may drop by more than
+``tolerance`` (``training/configs/promote.yaml``). A refusal writes the challenger-vs-champion report
+(``eval.report``) so a reviewer sees which complaints broke. Promotion copies only the serving files
+(int8 ONNX, tokenizer, config, metrics, card; never the fp32 ``model.onnx``) into a staging folder next
+to the champion, checks that it loads, then swaps it in by rename: the champion folder is always either
+the old model or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.evaluate import evaluate_split
+from eval.report import CRITICAL_SEVERITY, metric_deltas
+from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8_FILE, TOKENIZER_FILE
+from triage_model.schema import HEADS
+
+SERVING_FILES: tuple[str, ...] = (ONNX_INT8_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE, CARD_FILE)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "promote.yaml"
+DECISION_FILE = "promote_decision.json"
+_EPS = 1e-9  # float noise: an equal score is never a drop
+
+
+class PromoteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance: float = Field(0.01, ge=0.0, le=1.0, description="largest allowed drop (absolute) of any head's macro-F1 and of 一级 recall")
+    champion: Path = Field(Path("triage_model/default_model"), description="the served model directory to replace")
+    data_dir: Path = Field(Path("labeled_data"), description="labeled data holding the fixed test split")
+    split: str = "test"
+    report_dir: Path = Field(Path("runs/promote-report"), description="where the comparison report goes")
+
+
+def load_promote_config(path: Path | None = DEFAULT_CONFIG, **overrides: object) -> PromoteConfig:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path and Path(path).exists() else {}
+    return PromoteConfig.model_validate({**(data or {}), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class Check:
+    head: str
+    metric: str
+    champion: float
+    challenger: float
+    delta: float
+    ok: bool
+
+
+@dataclass
+class Decision:
+    promote: bool
+    tolerance: float
+    challenger_version: str = ""
+    champion_version: str | None = None
+    checks: list[Check] = field(default_factory=list)
+    note: str = ""
+    report_dir: str | None = None
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def decide(champion_heads: dict[str, dict], challenger_heads: dict[str, dict], tolerance: float) -> list[Check]:
+    """One check per head's macro-F1 plus 一级 recall; each passes if it dropped at most ``tolerance``."""
+    deltas = metric_deltas(champion_heads, challenger_heads)
+    gated = [(head, "macro_f1") for head in HEADS] + [("severity", f"recall_{CRITICAL_SEVERITY}")]
+    return [
+        Check(head, metric, d["champion"], d["challenger"], d["delta"], d["delta"] >= -tolerance - _EPS)
+        for head, metric in gated
+        for d in [deltas[head][metric]]
+    ]
+
+
+def check_serving_files(model_dir: Path) -> None:
+    missing = [name for name in SERVING_FILES if not (Path(model_dir) / name).is_file()]
+    if missing:
+        raise ValueError(f"{model_dir}: not an exported model directory, missing {missing} (run `triage export`)")
+
+
+def is_model_dir(path: Path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def install_serving_files(challenger: Path, champion: Path) -> None:
+    """Copy the serving files into a staging folder beside ``champion``, check it loads, swap by rename."""
+    from triage_model.predictor import TriagePredictor
+
+    champion = Path(champion)
+    champion.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{champion.name}.new-", dir=champion.parent))
+    try:
+        staging.chmod(0o755)
+        for name in SERVING_FILES:
+            shutil.copyfile(Path(challenger) / name, staging / name)
+            with (staging / name).open("rb") as fh:
+                os.fsync(fh.fileno())
+        TriagePredictor.from_pretrained(staging)  # never install a directory that does not load
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if champion.exists():
+        old = champion.with_name(f".{champion.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(champion, old)
+    os.rename(staging, champion)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Decision:
+    """Evaluate both models, decide, and install or write the refusal report. Returns the decision."""
+    check_serving_files(challenger)
+    champion = config.champion
+    report_dir = config.report_dir
+    if not is_model_dir(champion):
+        if not first:
+            raise ValueError(f"{champion}: no champion model there; pass --first to install the first one")
+        install_serving_files(challenger, champion)
+        decision = Decision(True, config.tolerance, note=f"no champion at {champion}: installed as the first model")
+        _write_decision(decision, report_dir)
+        return decision
+    challenger_eval = evaluate_split(challenger, config.data_dir, config.split)
+    champion_eval = evaluate_split(champion, config.data_dir, config.split)
+    checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance)
+    decision = Decision(
+        all(c.ok for c in checks),
+        config.tolerance,
+        challenger_eval["model_version"],
+        champion_eval["model_version"],
+        checks,
+    )
+    if decision.promote:
+        install_serving_files(challenger, champion)
+        decision.note = f"promoted into {champion}"
+    else:
+        from eval.report import build_report
+
+        build_report(challenger, config.data_dir, report_dir, split=config.split, compare=champion)
+        decision.note = f"refused: {len(decision.failures)} check(s) dropped more than {config.tolerance}"
+        decision.report_dir = str(report_dir)
+    _write_decision(decision, report_dir)
+    return decision
+
+
+def _write_decision(decision: Decision, report_dir: Path) -> None:
+    Path(report_dir).mkdir(parents=True, exist_ok=True)
+    (Path(report_dir) / DECISION_FILE).write_text(json.dumps(asdict(decision), ensure_ascii=False, indent=2), encoding="utf-8")
