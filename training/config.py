@@ -31,8 +31,8 @@ class TrainConfig(BaseModel):
     freeze_layers: int = Field(0, description="freeze this many bottom encoder layers")
     head_loss_weights: dict[str, float] = Field(default_factory=lambda: {"category": 1.0, "severity": 1.0, "sentiment": 1.0})
     class_weight_power: float = Field(0.5, description="class weight = (1/freq)^power, normalised; 0 disables")
-    critical_recall_target: float | None = Field(
-        0.95, description="pick the 一级 threshold on dev to reach this recall (None: plain argmax)"
+    critical_threshold_beta: float | None = Field(
+        2.0, description="pick the 一级 threshold maximising dev F-beta (recall-weighted); None: plain argmax"
     )
     patience: int = Field(2, description="epochs without dev macro-F1 gain before stopping")
     limit_train_rows: int | None = Field(None, description="smoke runs: use only the first N train rows")

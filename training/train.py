@@ -29,7 +29,7 @@ from training.calibrate import fit_temperature
 from training.config import TrainConfig
 from training.data import LabeledRow, data_hash, load_labeled
 from training.model_card import write_model_card
-from triage_model.decision import fit_recall_threshold
+from triage_model.decision import fit_fbeta_threshold
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
@@ -122,13 +122,13 @@ def all_head_metrics(
     return {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h], thresholds.get(h)) for h in HEADS}
 
 
-def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, float], target: float | None) -> dict:
+def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, float], beta: float | None) -> dict:
     """The dev-split operating point for 一级 (see ``triage_model.decision``)."""
-    if target is None:
+    if beta is None:
         return {}
     critical = HEADS["severity"].index("一级")
     probs = softmax(logits["severity"], temperatures["severity"])
-    return {"severity": {"一级": fit_recall_threshold(probs, gold["severity"], critical, target)}}
+    return {"severity": {"一级": fit_fbeta_threshold(probs, gold["severity"], critical, beta)}}
 
 
 def mean_macro_f1(metrics: dict[str, dict]) -> float:
@@ -239,7 +239,7 @@ def train_on_rows(
 
     dev_logits, dev_gold = predict_logits(model, eval_loader("dev"))
     temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
-    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, cfg.critical_recall_target)
+    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, cfg.critical_threshold_beta)
     metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures, thresholds), "history": history}
     if cfg.evaluate_test and test_rows:
         test_logits, test_gold = predict_logits(model, eval_loader("test"))
@@ -275,3 +275,43 @@ def train_on_rows(
     }
     write_model_card(out, meta, metrics, summary)
     return out
+
+
+def recalibrate(model_dir: Path, beta: float | None = 2.0, data_dir: Path | None = None) -> dict:
+    """Refit temperatures and the 一级 threshold of a trained model on dev; rewrite its metadata,
+    metrics and card. No retraining: for a changed decision rule or new dev rows."""
+    from triage_model.model_dir import read_meta
+
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    known = {k: v for k, v in meta.train_config.items() if k in TrainConfig.model_fields}  # older models: renamed knobs
+    cfg = TrainConfig.model_validate(known)
+    data = load_labeled(data_dir or cfg.data_dir)
+    model = MultiTaskTriageModel.load(model_dir)
+    tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE)
+    collate = make_collate(meta.pad_id)
+
+    def logits_of(rows: list[LabeledRow]):
+        ds = to_dataset(rows, tokenizer, meta.max_length).remove_columns("text")
+        return predict_logits(model, DataLoader(ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
+
+    dev_logits, dev_gold = logits_of(data.split("dev"))
+    temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
+    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, beta)
+    test_logits, test_gold = logits_of(data.split("test"))
+    metrics = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    metrics["dev"] = all_head_metrics(dev_logits, dev_gold, temperatures, thresholds)
+    metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
+    meta.temperatures, meta.decision_thresholds = temperatures, thresholds
+    meta.train_config = {**known, "critical_threshold_beta": beta}
+    write_meta(model_dir, meta)
+    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+    rows = data.split("train") + data.split("dev") + data.split("test")
+    summary = {
+        "n_train": len(data.split("train")),
+        "n_dev": len(data.split("dev")),
+        "n_test": len(data.split("test")),
+        "sources": Counter(r.source.split(":")[0] for r in rows),
+    }
+    write_model_card(model_dir, meta, metrics, summary)
+    return {"temperatures": temperatures, "thresholds": thresholds}

@@ -52,6 +52,18 @@ def train(
 
 
 @app.command()
+def calibrate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
+    beta: Annotated[float, typer.Option(help="F-beta for the 一级 threshold (0 = plain argmax)")] = 2.0,
+) -> None:
+    """Refit per-head temperatures and the 一级 threshold on the dev split (no retraining)."""
+    from training.train import recalibrate
+
+    fitted = recalibrate(model, beta or None)
+    typer.echo(f"recalibrated {model}: {json.dumps(fitted, ensure_ascii=False)}")
+
+
+@app.command()
 def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the ONNX model directory")],
