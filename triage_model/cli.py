@@ -97,14 +97,20 @@ def _print_metrics(per_head: dict, title: str) -> None:
             table.add_row(head, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", f"{m['ece']:.3f}")
     console.print(table)
     for head, m in per_head.items():
-        if not (isinstance(m, dict) and "per_class" in m):
-            continue
-        t = Table(title=f"{title} · {head} per class")
-        for col in ("label", "precision", "recall", "F1", "support"):
-            t.add_column(col)
-        for label, c in m["per_class"].items():
-            t.add_row(label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
-        console.print(t)
+        if isinstance(m, dict) and "per_class" in m:
+            console.print(_prf_table(f"{title} · {head} per class", "label", m["per_class"]))
+
+
+def _prf_table(title: str, first_column: str, rows: dict[str, dict]):
+    """A precision / recall / F1 / support table, one row per label or trigger."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in (first_column, "precision", "recall", "F1", "support"):
+        table.add_column(col)
+    for name, c in rows.items():
+        table.add_row(name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+    return table
 
 
 @app.command()
@@ -145,7 +151,6 @@ def evaluate_escalation_cmd(
     """Per-trigger P/R/F1, tier accuracy, false escalation to L3/L4 and trap false fires of the
     escalation scorer: with gold heads (the rules alone) and, given --model, with model heads."""
     from rich.console import Console
-    from rich.table import Table
 
     from eval.escalation_eval import evaluate_escalation
     from triage_model.escalation import EscalationScorer, load_policy
@@ -166,12 +171,7 @@ def evaluate_escalation_cmd(
         if mode not in metrics:
             continue
         m = metrics[mode]
-        table = Table(title=f"{mode} · {data.name} · policy {metrics['policy_version']}")
-        for col in ("trigger", "precision", "recall", "F1", "support"):
-            table.add_column(col)
-        for name, t in m["per_trigger"].items():
-            table.add_row(name, f"{t['precision']:.3f}", f"{t['recall']:.3f}", f"{t['f1']:.3f}", str(t["support"]))
-        console.print(table)
+        console.print(_prf_table(f"{mode} · {data.name} · policy {metrics['policy_version']}", "trigger", m["per_trigger"]))
         console.print(
             f"tier accuracy {m['tier_accuracy']:.3f} · false escalation to L3/L4 {m['false_escalation_l3_l4']:.1%} "
             f"({m['false_escalation_count']}/{m['gold_l1_l2']}) · trap false fires {m['trap_false_fire_rate']:.1%} "
