@@ -38,7 +38,15 @@ def sample_rows(n_per_file: int = 4) -> list[dict]:
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory) -> Path:
     rows = sample_rows()
-    rows[0] = {**rows[0], "text": "<script>alert('x')</script> 快递 & 客服 " + rows[0]["text"]}  # must come out escaped
+    # Must come out escaped. Its gold labels are deliberately unlikely together, so that even a good
+    # model misses at least one head and the row is listed among the misclassifications.
+    rows[0] = {
+        **rows[0],
+        "text": "<script>alert('x')</script> 快递 & 客服 " + rows[0]["text"],
+        "category": "营销宣传" if rows[0]["category"] != "营销宣传" else "账户与隐私",
+        "severity": "一级",
+        "sentiment": "正面",
+    }
     return write_jsonl(tmp_path_factory.mktemp("qa") / "qa_sample.jsonl", rows)
 
 
