@@ -87,10 +87,3 @@ def head_metrics(
         "labels": list(labels),
         "confusion": confusion.tolist(),
     }
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.metrics import softmax
+from triage_model.decision import softmax
 
 
 def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:

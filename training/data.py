@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from triage_model.io import read_jsonl
 from triage_model.normalize import normalize_text
 from triage_model.schema import HEADS, TEXT_TRIGGERS
 
@@ -124,22 +125,9 @@ def load_labeled_files(files: Iterable[Path]) -> LoadedData:
     """Read the given JSONL files with the same checks as ``load_labeled`` (used for a single QA file)."""
     out = LoadedData()
     for path in files:
-        with Path(path).open(encoding="utf-8", errors="strict") as fh:
-            try:
-                lines = list(fh)
-            except UnicodeDecodeError as err:
-                out.problems.append(Problem(str(path), 0, f"not UTF-8: {err}"))
-                continue
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                out.problems.append(Problem(str(path), lineno, f"invalid JSON: {err.msg}"))
-                continue
-            if not isinstance(raw, dict):
-                out.problems.append(Problem(str(path), lineno, "row is not a JSON object"))
+        for lineno, raw, error in read_jsonl(Path(path)):
+            if error:
+                out.problems.append(Problem(str(path), lineno, error))
                 continue
             try:
                 row = LabeledRow.model_validate(raw)

@@ -135,8 +135,9 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     Why: the shipped directory carries no torch weights, yet int8 parity with torch must stay
     checkable (``tests/test_int8_parity.py``) — so the torch side is recorded once, at export.
     """
-    from eval.metrics import head_metrics, softmax
+    from eval.metrics import head_metrics
     from training.data import load_labeled
+    from triage_model.decision import softmax
     from triage_model.schema import label_to_id
 
     rows = load_labeled(data_dir).split("test")

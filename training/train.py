@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from eval.metrics import head_metrics, softmax
+from eval.metrics import head_metrics
 from training.base_model import ensure_base_encoder
 from training.calibrate import fit_temperature
 from training.config import TrainConfig
 from training.data import LabeledRow, data_hash, load_labeled
 from training.model_card import write_model_card
-from triage_model.decision import fit_fbeta_threshold
+from triage_model.decision import fit_fbeta_threshold, softmax
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text

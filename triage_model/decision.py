@@ -13,6 +13,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature-scaled softmax over the last axis (numerically stable)."""
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def decide(probs: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float] | None = None) -> np.ndarray:
     """Label ids for ``probs`` ``[n, k]``: argmax, overridden by any label whose probability reaches its threshold."""
     pred = probs.argmax(axis=-1)

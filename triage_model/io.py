@@ -26,19 +26,29 @@ def read_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
             for lineno, row in enumerate(csv.DictReader(fh, delimiter=delimiter), start=2):
                 yield lineno, dict(row), None
         return
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield lineno, None, f"invalid JSON: {err.msg}"
-                continue
-            if not isinstance(rec, dict):
-                yield lineno, None, "row is not a JSON object"
-                continue
-            yield lineno, rec, None
+    yield from read_jsonl(path)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """JSONL lines as (line number, object, error); undecodable files and bad lines become errors."""
+    with Path(path).open(encoding="utf-8", errors="strict") as fh:
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as err:
+            yield 0, None, f"not UTF-8: {err}"
+            return
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield lineno, None, f"invalid JSON: {err.msg}"
+            continue
+        if not isinstance(rec, dict):
+            yield lineno, None, "row is not a JSON object"
+            continue
+        yield lineno, rec, None
 
 
 def _flatten(rec: dict, prefix: str = "") -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from triage_model.decision import decide
+from triage_model.decision import decide, softmax
 from triage_model.model_dir import (
     DEFAULT_MODEL_DIR,
     INPUT_NAMES,
@@ -33,13 +33,6 @@ from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
 MAX_TEXT_CHARS = 4000
 """Characters kept after normalisation; longer texts are cut head + tail and flagged ``truncated``."""
-
-
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +115,7 @@ class TriagePredictor:
         input_ids, mask = pad_batch(ids, self.meta.pad_id)
         feeds = {INPUT_NAMES[0]: np.asarray(input_ids, dtype=np.int64), INPUT_NAMES[1]: np.asarray(mask, dtype=np.int64)}
         logits = self.session.run(OUTPUT_NAMES, feeds)
-        return {h: _softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=True)}
+        return {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=True)}
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head for already-prepared (normalised) texts, in input order."""
