@@ -3,8 +3,9 @@
 Two modes, because they answer different questions:
 
 * **gold heads** — severity/sentiment come from the labels (愤怒 → emotion 90, others by
-  ``NEGATIVE_EMOTION_WEIGHTS``), so the numbers measure only the scorer's own rules: the lexicon, the
-  negation/hypothetical handling, the context triggers and the tier rules.
+  ``NEGATIVE_EMOTION_WEIGHTS``), so the numbers measure only the trigger decisions and the tier rules.
+  With a model that has the trigger head, its scores are fused with the lexicon as in production;
+  ``lexicon_gold_heads`` shows the lexicon alone for comparison.
 * **model heads** — a ``TriagePredictor`` supplies the heads, as in production; the gap to gold heads
   is what head errors (mostly severity 一级 and sentiment 愤怒) cost the tier decision.
 
@@ -147,7 +148,7 @@ def evaluate_escalation(
     data_path: Path = DEFAULT_ESCALATION_SET,
     predictor=None,
     scorer: EscalationScorer | None = None,
-    modes: Sequence[str] = ("gold_heads", "model_heads"),
+    modes: Sequence[str] = ("lexicon_gold_heads", "gold_heads", "model_heads"),
 ) -> dict:
     """Run the scorer on ``data_path`` in each mode (``model_heads`` needs ``predictor``).
 
@@ -156,16 +157,25 @@ def evaluate_escalation(
     rows = load_rows(data_path)
     scorer = scorer or EscalationScorer()
     out: dict = {"policy_version": scorer.policy.version, "data": str(data_path), "summary": {}}
+    predicted = predictor.predict([r.text for r in rows]) if predictor is not None else None
+    if predictor is not None:
+        out["model_version"] = predictor.version
+    has_signals = predicted is not None and all(p.text_triggers for p in predicted)
     for mode in modes:
-        if mode == "gold_heads":
+        if mode == "lexicon_gold_heads":
+            if not has_signals:
+                continue  # without trigger-head scores gold_heads already is the lexicon alone
             heads = [gold_heads(r) for r in rows]
+        elif mode == "gold_heads":
+            heads = [gold_heads(r) for r in rows]
+            if has_signals:
+                heads = [h.model_copy(update={"text_triggers": p.text_triggers}) for h, p in zip(heads, predicted, strict=True)]
         elif mode == "model_heads":
-            if predictor is None:
+            if predicted is None:
                 continue
-            heads = predictor.predict([r.text for r in rows])
-            out.setdefault("model_version", predictor.version)
+            heads = predicted
         else:
-            raise ValueError(f"unknown mode {mode!r}; use gold_heads or model_heads")
+            raise ValueError(f"unknown mode {mode!r}; use lexicon_gold_heads, gold_heads or model_heads")
         metrics = escalation_metrics(rows, score_rows(rows, heads, scorer))
         out[mode] = metrics
         out["summary"][mode] = summary_of(metrics)

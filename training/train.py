@@ -1,8 +1,9 @@
-"""``triage train``: fine-tune the shared encoder and three heads jointly, calibrate, write a model dir.
+"""``triage train``: fine-tune the shared encoder, three heads and the trigger head jointly, calibrate,
+write a model dir.
 
 Steps (one function each): load data → tokenize (``datasets``) → train with early stopping on dev
-macro-F1 → fit per-head temperatures on dev → measure dev and the fixed test split → save weights,
-tokenizer, metadata, metrics and model card.
+macro-F1 → fit per-head temperatures, the 一级 threshold and the trigger-fusion operating points on dev
+→ measure dev and the fixed test split → save weights, tokenizer, metadata, metrics and model card.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from eval.metrics import head_metrics
+from eval.metrics import head_metrics, multilabel_metrics
 from training.base_model import ensure_base_encoder
 from training.calibrate import fit_temperature
 from training.config import TrainConfig
-from training.data import LabeledRow, data_hash, load_labeled
+from training.data import LabeledRow, data_hash, load_labeled, trigger_targets
 from training.model_card import write_model_card
+from training.trigger_fit import escalation_rows, fit_trigger_thresholds, fusion_report, lexicon_states
 from triage_model.decision import fit_fbeta_threshold, softmax
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
-from triage_model.schema import HEADS, label_to_id, schema_dict
+from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id, schema_dict
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,12 @@ def git_commit() -> str:
 
 
 def to_dataset(rows: list[LabeledRow], tokenizer, max_length: int) -> Dataset:
-    """Rows → a ``datasets.Dataset`` with input ids and one label column per head."""
-    records = [{"text": r.text, **{h: label_to_id(h, getattr(r, h)) for h in HEADS}} for r in rows]
-    ds = Dataset.from_list(records) if records else Dataset.from_dict({"text": [], **{h: [] for h in HEADS}})
+    """Rows → a ``datasets.Dataset`` with input ids, one label column per head and the trigger multi-hot."""
+    records = [
+        {"text": r.text, **{h: label_to_id(h, getattr(r, h)) for h in HEADS}, TRIGGER_HEAD: trigger_targets(r.triggers)} for r in rows
+    ]
+    empty = {"text": [], **{h: [] for h in HEADS}, TRIGGER_HEAD: []}
+    ds = Dataset.from_list(records) if records else Dataset.from_dict(empty)
     return ds.map(
         lambda batch: {"input_ids": encode_texts(tokenizer, [normalize_text(t) for t in batch["text"]], max_length)},
         batched=True,
@@ -65,6 +70,7 @@ def make_collate(pad_id: int):
         out = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
         for h in HEADS:
             out[h] = torch.tensor([b[h] for b in batch])
+        out[TRIGGER_HEAD] = torch.tensor([b[TRIGGER_HEAD] for b in batch], dtype=torch.float32)
         return out
 
     return collate
@@ -98,28 +104,67 @@ def class_weights(rows: list[LabeledRow], head: str, power: float) -> torch.Tens
     return torch.tensor(raw, dtype=torch.float32)
 
 
+def trigger_pos_weight(rows: list[LabeledRow], power: float, cap: float = 10.0) -> torch.Tensor:
+    """BCE positive weight per text trigger: (negatives/positives)^power, capped — triggers are rare (≈ 5 %)."""
+    n = len(rows)
+    weights = []
+    for t in TEXT_TRIGGERS:
+        pos = sum(t in r.triggers for r in rows)
+        weights.append(min(cap, ((n - pos) / pos) ** power) if pos and power else 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 @torch.no_grad()
 def predict_logits(model: MultiTaskTriageModel, loader: DataLoader) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Logits and gold per head (HEADS, then ``TRIGGER_HEAD``: logits [n, 3], gold multi-hot [n, 3])."""
     model.eval()
-    logits = {h: [] for h in HEADS}
-    gold = {h: [] for h in HEADS}
+    names = (*HEADS, TRIGGER_HEAD)
+    logits = {h: [] for h in names}
+    gold = {h: [] for h in names}
     for batch in loader:
         outs = model(batch["input_ids"], batch["attention_mask"])
-        for h, o in zip(HEADS, outs, strict=True):
+        for h, o in zip(names, outs, strict=True):
             logits[h].append(o.numpy())
             gold[h].append(batch[h].numpy())
-    k = {h: len(v) for h, v in HEADS.items()}
+    k = {**{h: len(v) for h, v in HEADS.items()}, TRIGGER_HEAD: len(TEXT_TRIGGERS)}
+    empty_gold = {h: np.zeros(0, dtype=int) for h in HEADS} | {TRIGGER_HEAD: np.zeros((0, k[TRIGGER_HEAD]))}
     return (
         {h: np.concatenate(v) if v else np.zeros((0, k[h])) for h, v in logits.items()},
-        {h: np.concatenate(v) if v else np.zeros(0, dtype=int) for h, v in gold.items()},
+        {h: np.concatenate(v) if v else empty_gold[h] for h, v in gold.items()},
     )
+
+
+def unsort(arrays: dict[str, np.ndarray], order: list[int]) -> dict[str, np.ndarray]:
+    """Undo a length sort: ``arrays`` row k belongs to row ``order[k]``."""
+    out = {}
+    for name, arr in arrays.items():
+        restored = np.empty_like(arr)
+        restored[order] = arr
+        out[name] = restored
+    return out
+
+
+def logits_in_row_order(model: MultiTaskTriageModel, rows: list[LabeledRow], tokenizer, cfg: TrainConfig, collate):
+    """Logits and gold for ad-hoc rows (not one of the three splits), in row order."""
+    if not rows:
+        empty = {h: np.zeros((0, len(v))) for h, v in HEADS.items()} | {TRIGGER_HEAD: np.zeros((0, len(TEXT_TRIGGERS)))}
+        return empty, empty
+    ds = to_dataset(rows, tokenizer, cfg.max_length).remove_columns("text")
+    return predict_logits(model, DataLoader(ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
 
 
 def all_head_metrics(
     logits: dict, gold: dict, temperatures: dict[str, float], thresholds: dict[str, dict[str, float]] | None = None
 ) -> dict[str, dict]:
     thresholds = thresholds or {}
-    return {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h], thresholds.get(h)) for h in HEADS}
+    out = {h: head_metrics(softmax(logits[h], temperatures.get(h, 1.0)), gold[h], HEADS[h], thresholds.get(h)) for h in HEADS}
+    if TRIGGER_HEAD in logits:
+        out[TRIGGER_HEAD] = multilabel_metrics(sigmoid(logits[TRIGGER_HEAD]), gold[TRIGGER_HEAD], TEXT_TRIGGERS)
+    return out
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, float], beta: float | None) -> dict:
@@ -145,7 +190,7 @@ def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.opti
     groups = [
         {"params": [p for n, p in enc if not n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in enc if n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": 0.0},
-        {"params": list(model.heads.parameters()), "lr": cfg.head_lr, "weight_decay": 0.0},
+        {"params": [*model.heads.parameters(), *model.trigger_head.parameters()], "lr": cfg.head_lr, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
@@ -166,6 +211,11 @@ def train(cfg: TrainConfig) -> Path:
     train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
     if cfg.limit_train_rows:
         train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
+    else:
+        for extra in cfg.extra_train_files:
+            if extra.name == "escalation_eval.jsonl":
+                raise ValueError(f"{extra}: the escalation eval set is a test set and never trains a model")
+            train_rows = train_rows + escalation_rows(Path(cfg.data_dir) / extra)
     if cfg.limit_eval_rows:
         dev_rows, test_rows = _sample(dev_rows, cfg.limit_eval_rows, cfg.seed), _sample(test_rows, cfg.limit_eval_rows, cfg.seed)
     return train_on_rows(cfg, train_rows, dev_rows, test_rows, data_hash(data.rows))
@@ -192,14 +242,18 @@ def train_on_rows(
     }
     train_lengths = [len(ids) for ids in datasets["train"]["input_ids"]]
 
-    def eval_loader(name: str) -> DataLoader:
+    def eval_logits(name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Logits and gold of split ``name`` in row order (batched by length for speed)."""
         lengths = [len(ids) for ids in datasets[name]["input_ids"]]
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         batches = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
-        return DataLoader(datasets[name], batch_sampler=batches, collate_fn=collate)
+        logits, gold = predict_logits(model, DataLoader(datasets[name], batch_sampler=batches, collate_fn=collate))
+        return unsort(logits, order), unsort(gold, order)
 
     weights = {h: class_weights(train_rows, h, cfg.class_weight_power) for h in HEADS}
     losses = {h: torch.nn.CrossEntropyLoss(weight=weights[h]) for h in HEADS}
+    losses[TRIGGER_HEAD] = torch.nn.BCEWithLogitsLoss(pos_weight=trigger_pos_weight(train_rows, cfg.class_weight_power))
+    loss_names = (*HEADS, TRIGGER_HEAD)
 
     optimizer = build_optimizer(model, cfg)
     steps = cfg.epochs * math.ceil(len(train_rows) / cfg.batch_size)
@@ -214,7 +268,7 @@ def train_on_rows(
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
         for batch in bar:
             outs = model(batch["input_ids"], batch["attention_mask"])
-            loss = sum(cfg.head_loss_weights.get(h, 1.0) * losses[h](o, batch[h]) for h, o in zip(HEADS, outs, strict=True))
+            loss = sum(cfg.head_loss_weights.get(h, 1.0) * losses[h](o, batch[h]) for h, o in zip(loss_names, outs, strict=True))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -222,7 +276,7 @@ def train_on_rows(
             optimizer.zero_grad()
             running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        dev_logits, dev_gold = predict_logits(model, eval_loader("dev"))
+        dev_logits, dev_gold = eval_logits("dev")
         score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
         history.append({"epoch": epoch, "train_loss": running, "dev_mean_macro_f1": score})
         log.info("epoch %d: dev mean macro-F1 %.4f", epoch, score)
@@ -237,13 +291,20 @@ def train_on_rows(
                 break
     model.load_state_dict(best_state)
 
-    dev_logits, dev_gold = predict_logits(model, eval_loader("dev"))
+    dev_logits, dev_gold = eval_logits("dev")
     temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
     thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, cfg.critical_threshold_beta)
     metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures, thresholds), "history": history}
+    dev_probs, dev_states = sigmoid(dev_logits[TRIGGER_HEAD]), lexicon_states([r.text for r in dev_rows])
+    trigger_thresholds = fit_trigger_thresholds(dev_probs, dev_gold[TRIGGER_HEAD], dev_states)
+    metrics["dev"]["trigger_fusion"] = fusion_report(dev_probs, dev_gold[TRIGGER_HEAD], dev_states, trigger_thresholds)
     if cfg.evaluate_test and test_rows:
-        test_logits, test_gold = predict_logits(model, eval_loader("test"))
+        test_logits, test_gold = eval_logits("test")
         metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
+        test_states = lexicon_states([r.text for r in test_rows])
+        metrics["test"]["trigger_fusion"] = fusion_report(
+            sigmoid(test_logits[TRIGGER_HEAD]), test_gold[TRIGGER_HEAD], test_states, trigger_thresholds
+        )
 
     out = Path(cfg.output_dir)
     if out.exists():
@@ -259,6 +320,7 @@ def train_on_rows(
         pad_id=pad_id,
         temperatures=temperatures,
         decision_thresholds=thresholds,
+        trigger_thresholds=trigger_thresholds,
         data_hash=dhash,
         git_commit=git_commit(),
         seed=cfg.seed,
@@ -291,18 +353,27 @@ def recalibrate(model_dir: Path, beta: float | None = 2.0, data_dir: Path | None
     tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE)
     collate = make_collate(meta.pad_id)
 
-    def logits_of(rows: list[LabeledRow]):
-        ds = to_dataset(rows, tokenizer, meta.max_length).remove_columns("text")
-        return predict_logits(model, DataLoader(ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
+    cfg = cfg.model_copy(update={"max_length": meta.max_length})
 
-    dev_logits, dev_gold = logits_of(data.split("dev"))
+    def logits_of(rows: list[LabeledRow]):
+        return logits_in_row_order(model, rows, tokenizer, cfg, collate)
+
+    dev_rows, test_rows = data.split("dev"), data.split("test")
+    dev_logits, dev_gold = logits_of(dev_rows)
     temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
     thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, beta)
-    test_logits, test_gold = logits_of(data.split("test"))
+    fit_probs, fit_gold = sigmoid(dev_logits[TRIGGER_HEAD]), dev_gold[TRIGGER_HEAD]
+    fit_states = lexicon_states([r.text for r in dev_rows])
+    trigger_thresholds = fit_trigger_thresholds(fit_probs, fit_gold, fit_states)
+    test_logits, test_gold = logits_of(test_rows)
     metrics = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
     metrics["dev"] = all_head_metrics(dev_logits, dev_gold, temperatures, thresholds)
+    metrics["dev"]["trigger_fusion"] = fusion_report(fit_probs, fit_gold, fit_states, trigger_thresholds)
     metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
-    meta.temperatures, meta.decision_thresholds = temperatures, thresholds
+    metrics["test"]["trigger_fusion"] = fusion_report(
+        sigmoid(test_logits[TRIGGER_HEAD]), test_gold[TRIGGER_HEAD], lexicon_states([r.text for r in test_rows]), trigger_thresholds
+    )
+    meta.temperatures, meta.decision_thresholds, meta.trigger_thresholds = temperatures, thresholds, trigger_thresholds
     meta.train_config = {**known, "critical_threshold_beta": beta}
     write_meta(model_dir, meta)
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -314,4 +385,4 @@ def recalibrate(model_dir: Path, beta: float | None = 2.0, data_dir: Path | None
         "sources": Counter(r.source.split(":")[0] for r in rows),
     }
     write_model_card(model_dir, meta, metrics, summary)
-    return {"temperatures": temperatures, "thresholds": thresholds}
+    return {"temperatures": temperatures, "thresholds": thresholds, "trigger_thresholds": trigger_thresholds}

@@ -2,15 +2,18 @@
 
 Schema and label errors come from ``data.load_labeled``; this module adds the corpus-level checks:
 exact and near-duplicates (character 5-gram Jaccard), over-used opening/closing phrases (the mark of
-template-generated text), split leakage, stored-split drift, and per-class minimum counts.
+template-generated text), split leakage, stored-split drift, per-class minimum counts, and leakage into
+the escalation eval set (a test set: no training-side text may near-duplicate one of its rows).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from training.data import LabeledRow, LoadedData, Problem, label_counts, load_labeled, split_for_id
 from triage_model.normalize import normalize_text
@@ -142,5 +145,43 @@ def validate(data: LoadedData, minimums: Minimums | None = None) -> Report:
     return Report(problems, warnings, counts, len(rows))
 
 
+ESCALATION_EVAL = Path("escalation") / "escalation_eval.jsonl"
+ESCALATION_TRAINING_SIDE = (Path("escalation") / "escalation_dev.jsonl",)
+
+
+def _escalation_texts(path: Path) -> list[SimpleNamespace]:
+    if not path.exists():
+        return []
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            r = json.loads(line)
+            out.append(SimpleNamespace(id=r["id"], text=r["text"], where=(str(path), lineno)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # the escalation loaders report malformed rows; here only texts matter
+    return out
+
+
+def escalation_eval_leaks(data_dir: Path, rows: list[LabeledRow], loc: dict[str, tuple[str, int]]) -> list[Problem]:
+    """Training-side texts (complaints of any split, the escalation dev file) that near-duplicate an
+    escalation eval row: the eval set measures the trigger head, so it must stay unseen."""
+    held_out = _escalation_texts(Path(data_dir) / ESCALATION_EVAL)
+    if not held_out:
+        return []
+    side = [SimpleNamespace(id=r.id, text=r.text, where=loc.get(r.id, ("?", 0))) for r in rows]
+    for rel in ESCALATION_TRAINING_SIDE:
+        side += _escalation_texts(Path(data_dir) / rel)
+    both = side + held_out
+    problems = []
+    for i, j, jac in near_duplicates(both):  # i < j: a training-side row first
+        if i < len(side) <= j:
+            a, b = side[i], held_out[j - len(side)]
+            problems.append(Problem(*a.where, f"near-duplicate of escalation eval row {b.id!r} (leakage): 5-gram Jaccard {jac:.2f}"))
+    return problems
+
+
 def validate_dir(data_dir: Path, minimums: Minimums | None = Minimums()) -> Report:
-    return validate(load_labeled(data_dir), minimums)
+    data = load_labeled(data_dir)
+    report = validate(data, minimums)
+    report.problems += escalation_eval_leaks(data_dir, data.rows, data.locations)
+    return report

@@ -93,12 +93,14 @@ def _print_metrics(per_head: dict, title: str) -> None:
     for col in ("head", "n", "accuracy", "macro-F1", "ECE"):
         table.add_column(col)
     for head, m in per_head.items():
-        if isinstance(m, dict) and "macro_f1" in m:
+        if isinstance(m, dict) and "accuracy" in m:
             table.add_row(head, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", f"{m['ece']:.3f}")
     console.print(table)
     for head, m in per_head.items():
         if isinstance(m, dict) and "per_class" in m:
             console.print(_prf_table(f"{title} · {head} per class", "label", m["per_class"]))
+    for name, m in (per_head.get("trigger_fusion") or {}).items():
+        console.print(_prf_table(f"{title} · {name}: lexicon / trigger head / fused", "signal", m))
 
 
 def _prf_table(title: str, first_column: str, rows: dict[str, dict]):
@@ -143,13 +145,16 @@ def evaluate_escalation_cmd(
         "labeled_data/escalation/escalation_eval.jsonl"
     ),
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="also score with this model's heads (model-heads mode)", file_okay=False)
+        Path | None,
+        typer.Option("--model", "-m", help="model whose heads and trigger scores to use (default: the shipped model)", file_okay=False),
     ] = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="the lexicon and gold heads only; load no model")] = False,
     policy: PolicyOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write metrics JSON here")] = None,
 ) -> None:
     """Per-trigger P/R/F1, tier accuracy, false escalation to L3/L4 and trap false fires of the
-    escalation scorer: with gold heads (the rules alone) and, given --model, with model heads."""
+    escalation scorer: with gold heads (lexicon alone, and fused with the model's trigger head) and
+    with the model's heads, as served."""
     from rich.console import Console
 
     from eval.escalation_eval import evaluate_escalation
@@ -159,7 +164,7 @@ def evaluate_escalation_cmd(
     try:
         scorer = EscalationScorer(load_policy(policy))
         predictor = None
-        if model is not None:
+        if not no_model:
             from triage_model.predictor import TriagePredictor
 
             predictor = TriagePredictor.from_pretrained(model)
@@ -167,7 +172,7 @@ def evaluate_escalation_cmd(
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     console = Console()
-    for mode in ("gold_heads", "model_heads"):
+    for mode in ("lexicon_gold_heads", "gold_heads", "model_heads"):
         if mode not in metrics:
             continue
         m = metrics[mode]

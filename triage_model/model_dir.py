@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from triage_model.schema import HEADS, check_schema_compatible
+from triage_model.schema import HEADS, TRIGGER_HEAD, check_schema_compatible
 
 META_FILE = "triage_config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -22,6 +22,8 @@ ONNX_FP32_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = [f"{head}_logits" for head in HEADS]
+TRIGGER_OUTPUT = f"{TRIGGER_HEAD}_logits"
+"""Fourth output of models trained with the trigger head; models without it still load (lexicon only)."""
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
@@ -33,6 +35,11 @@ class ModelMeta(BaseModel):
     pad_id: int
     temperatures: dict[str, float]
     decision_thresholds: dict[str, dict[str, float]] = Field(default_factory=dict)
+    trigger_thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per text trigger: veto / rescue / alone operating points of the trigger head, fitted on dev "
+        "together with the escalation lexicon (see triage_model.trigger_fusion)",
+    )
     data_hash: str
     git_commit: str = "unknown"
     seed: int = 0

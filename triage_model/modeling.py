@@ -1,4 +1,5 @@
-"""The torch multi-task model: one shared XLM-R encoder, mean pooling, three linear heads.
+"""The torch multi-task model: one shared XLM-R encoder, mean pooling, three softmax heads and one
+multi-label (sigmoid) text-trigger head.
 
 Training and export only: serving runs the exported ONNX graph and never imports this module (or torch).
 Mean pooling matches how multilingual-e5 was pre-trained, so the pooled vector is meaningful from the
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
-from triage_model.schema import HEADS
+from triage_model.schema import HEADS, TEXT_TRIGGERS
 
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_CONFIG_FILE = "config.json"
@@ -26,7 +27,10 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class MultiTaskTriageModel(nn.Module):
-    """Encoder + one linear head per entry of ``HEADS``; ``forward`` returns logits in HEADS order."""
+    """Encoder + one linear head per entry of ``HEADS`` + the trigger head.
+
+    ``forward`` returns the logits of each head in HEADS order, then the text-trigger logits.
+    """
 
     def __init__(self, config: XLMRobertaConfig, dropout: float = 0.1) -> None:
         super().__init__()
@@ -34,6 +38,7 @@ class MultiTaskTriageModel(nn.Module):
         self.encoder = XLMRobertaModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({name: nn.Linear(config.hidden_size, len(labels)) for name, labels in HEADS.items()})
+        self.trigger_head = nn.Linear(config.hidden_size, len(TEXT_TRIGGERS))
 
     @classmethod
     def from_encoder(cls, encoder_dir: Path, dropout: float = 0.1) -> MultiTaskTriageModel:
@@ -46,7 +51,7 @@ class MultiTaskTriageModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = self.dropout(mean_pool(hidden, attention_mask))
-        return tuple(self.heads[name](pooled) for name in HEADS)
+        return (*(self.heads[name](pooled) for name in HEADS), self.trigger_head(pooled))
 
     def save(self, out_dir: Path) -> None:
         from safetensors.torch import save_file

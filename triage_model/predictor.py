@@ -1,8 +1,9 @@
 """``TriagePredictor``: the serving-side model — onnxruntime + tokenizers, never torch.
 
-Data flows one way: raw text → ``normalize_text`` → head+tail cut → tokenize → ONNX (three logits)
-→ temperature-calibrated softmax → ``TriageResult``. Micro-batches are sorted by length so a batch
-of mixed lengths pads as little as possible; results come back in input order.
+Data flows one way: raw text → ``normalize_text`` → head+tail cut → tokenize → ONNX (three softmax
+heads + the multi-label trigger head) → temperature-calibrated softmax / sigmoid → ``TriageResult``.
+Micro-batches are sorted by length so a batch of mixed lengths pads as little as possible; results
+come back in input order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from triage_model.model_dir import (
     ONNX_INT8_FILE,
     OUTPUT_NAMES,
     TOKENIZER_FILE,
+    TRIGGER_OUTPUT,
     ModelLoadError,
     ModelMeta,
     read_meta,
@@ -28,8 +30,9 @@ from triage_model.model_dir import (
 )
 from triage_model.normalize import normalize_text, truncate_head_tail
 from triage_model.results import LabelScore, SentimentScore, TriageResult
-from triage_model.schema import HEADS, NEGATIVE_EMOTION_WEIGHTS
+from triage_model.schema import HEADS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TRIGGER_HEAD
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+from triage_model.trigger_fusion import TriggerSignal, support_level
 
 MAX_TEXT_CHARS = 4000
 """Characters kept after normalisation; longer texts are cut head + tail and flagged ``truncated``."""
@@ -52,6 +55,8 @@ class TriagePredictor:
         self.session = session
         self.tokenizer = tokenizer
         self.metrics = metrics
+        self.has_trigger_head = TRIGGER_OUTPUT in [o.name for o in session.get_outputs()]
+        self.output_names = OUTPUT_NAMES + ([TRIGGER_OUTPUT] if self.has_trigger_head else [])
         self.emotion_weights = np.array([NEGATIVE_EMOTION_WEIGHTS[s] for s in HEADS["sentiment"]])
 
     @property
@@ -93,17 +98,20 @@ class TriagePredictor:
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelLoadError(f"{onnx_path}: onnxruntime cannot load it: {err}") from err
         outputs = [o.name for o in session.get_outputs()]
-        if outputs != OUTPUT_NAMES:
-            raise ModelLoadError(f"{onnx_path}: outputs {outputs} != expected {OUTPUT_NAMES}")
+        if outputs not in (OUTPUT_NAMES, [*OUTPUT_NAMES, TRIGGER_OUTPUT]):
+            raise ModelLoadError(f"{onnx_path}: outputs {outputs} != expected {OUTPUT_NAMES} (+ optional {TRIGGER_OUTPUT})")
         predictor = cls(model_dir, meta, session, tokenizer, read_metrics(model_dir))
         predictor._check_output_shapes()
         return predictor
 
     def _check_output_shapes(self) -> None:
         probs = self._run(["测试"])
-        for head, labels in HEADS.items():
-            if probs[head].shape != (1, len(labels)):
-                raise ModelLoadError(f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {len(labels)}")
+        expected = {h: len(labels) for h, labels in HEADS.items()}
+        if self.has_trigger_head:
+            expected[TRIGGER_HEAD] = len(TEXT_TRIGGERS)
+        for head, k in expected.items():
+            if probs[head].shape != (1, k):
+                raise ModelLoadError(f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {k}")
 
     @staticmethod
     def prepare(text: str) -> Prepared:
@@ -114,18 +122,24 @@ class TriagePredictor:
         ids = encode_texts(self.tokenizer, texts, self.meta.max_length)
         input_ids, mask = pad_batch(ids, self.meta.pad_id)
         feeds = {INPUT_NAMES[0]: np.asarray(input_ids, dtype=np.int64), INPUT_NAMES[1]: np.asarray(mask, dtype=np.int64)}
-        logits = self.session.run(OUTPUT_NAMES, feeds)
-        return {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=True)}
+        logits = self.session.run(self.output_names, feeds)
+        probs = {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=False)}
+        if self.has_trigger_head:
+            probs[TRIGGER_HEAD] = 1.0 / (1.0 + np.exp(-logits[-1]))
+        return probs
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head for already-prepared (normalised) texts, in input order."""
         n = len(texts)
-        out = {h: np.zeros((n, len(labels)), dtype=np.float32) for h, labels in HEADS.items()}
+        widths = {h: len(labels) for h, labels in HEADS.items()}
+        if self.has_trigger_head:
+            widths[TRIGGER_HEAD] = len(TEXT_TRIGGERS)
+        out = {h: np.zeros((n, k), dtype=np.float32) for h, k in widths.items()}
         order = sorted(range(n), key=lambda i: len(texts[i]))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             probs = self._run([texts[i] for i in idx])
-            for h in HEADS:
+            for h in widths:
                 out[h][idx] = probs[h]
         return out
 
@@ -152,4 +166,12 @@ class TriagePredictor:
             sentiment=SentimentScore(**self._label("sentiment", sentiment), emotion_index=round(emotion, 1)),
             model_version=self.version,
             truncated=truncated,
+            text_triggers=self._trigger_signals(probs[TRIGGER_HEAD][i]) if self.has_trigger_head else None,
         )
+
+    def _trigger_signals(self, p: np.ndarray) -> dict[str, TriggerSignal]:
+        fitted = self.meta.trigger_thresholds
+        return {
+            name: TriggerSignal(score=round(float(p[j]), 4), support=support_level(float(p[j]), fitted.get(name)))
+            for j, name in enumerate(TEXT_TRIGGERS)
+        }

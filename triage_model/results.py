@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from triage_model.trigger_fusion import TriggerSignal
+
 TriggerName = Literal["asks_superior", "repeated_contact", "legal_media_risk", "high_emotion", "sla_near_breach", "severity_critical"]
 """Spelled out for the OpenAPI enum; a test checks it equals ``schema.ALL_TRIGGERS``."""
 
@@ -44,6 +46,9 @@ class FiredTrigger(BaseModel):
     weight: float = Field(ge=0.0, le=1.0, description="the policy weight this trigger adds to escalation_score")
     source: Literal["text", "heads", "context"] = Field(description="text lexicon, model heads, or ticket context")
     evidence: TextEvidence | FieldEvidence
+    model_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="the trigger head's score for a text trigger, when the model has one"
+    )
 
 
 class EscalationResult(BaseModel):
@@ -72,4 +77,7 @@ class TriageResult(BaseModel):
     sentiment: SentimentScore
     model_version: str
     truncated: bool = Field(default=False, description="text was longer than the limit and cut head+tail")
+    text_triggers: dict[str, TriggerSignal] | None = Field(
+        default=None, description="the trigger head's score per text trigger (absent for models without the head)"
+    )
     escalation: EscalationResult | None = Field(default=None, description="tier, triggers with evidence, SLA deadlines")

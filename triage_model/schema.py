@@ -45,7 +45,12 @@ HEADS: Final[dict[str, tuple[str, ...]]] = {
     "severity": SEVERITIES,
     "sentiment": SENTIMENTS,
 }
-"""Head name → ordered labels. The order is the logits order of the model's outputs."""
+"""Head name → ordered labels (single-label, softmax). The order is the logits order of the model's outputs."""
+
+TRIGGER_HEAD: Final[str] = "text_triggers"
+"""The multi-label head: one sigmoid score per entry of ``TEXT_TRIGGERS``. It is a scored signal the
+escalation scorer weighs against the lexicon's evidence (GUIDELINE §5 is a reading judgement — negation,
+hypotheticals, reported speech — that a keyword list alone keeps getting wrong on new phrasings)."""
 
 SEVERITY_DESCRIPTIONS: Final[dict[str, str]] = {
     "一级": "紧急: 人身安全/健康受损或有风险; 资金被盗、未授权扣款、诈骗; 账户被盗或数据泄露; 大面积支付中断",
@@ -86,6 +91,7 @@ def schema_dict() -> dict[str, object]:
     return {
         "heads": {head: list(labels) for head, labels in HEADS.items()},
         "triggers": list(ALL_TRIGGERS),
+        "trigger_head": list(TEXT_TRIGGERS),
         "tiers": {tier: TIER_NAMES[tier] for tier in TIERS},
     }
 

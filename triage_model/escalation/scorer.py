@@ -17,6 +17,7 @@ from triage_model.escalation.tiers import decide_tier
 from triage_model.escalation.triggers import TextTriggerDetector, build_fired, context_triggers, text_evidence
 from triage_model.results import EscalationResult, FieldEvidence, TextEvidence, TriageResult
 from triage_model.schema import ALL_TRIGGERS, HEADS, TIER_NAMES
+from triage_model.trigger_fusion import fuse
 
 
 class EscalationScorer:
@@ -52,11 +53,26 @@ class EscalationScorer:
         ctx = ctx.model_copy(update={"tier_entered_at": self._aware(ctx.tier_entered_at)})
 
         evidence: dict[str, TextEvidence | FieldEvidence] = {}
-        for name, cand in self.detector.detect(text).items():
-            evidence[name] = text_evidence(cand)
+        scores: dict[str, float] = {}
+        signals = result.text_triggers or {}
+        for name, found in self.detector.detect_states(text).items():
+            signal = signals.get(name)
+            if not fuse(found.state, signal.support if signal else None):
+                continue
+            cand = found.evidence
+            if cand is not None:
+                evidence[name] = text_evidence(cand)
+            else:  # the trigger head alone, above its "certain" point
+                evidence[name] = FieldEvidence(
+                    field=f"text_triggers.{name}", value=round(signal.score, 4), detail="trigger head score, no lexicon match"
+                )
+            if signal is not None:
+                scores[name] = round(signal.score, 4)
         for name, ev in context_triggers(result, ctx, received_at, self.policy, self.clock).items():
             evidence.setdefault(name, ev)  # a text span is the more useful evidence for an agent
-        fired = [build_fired(name, self.policy.weights[name], evidence[name]) for name in ALL_TRIGGERS if name in evidence]
+        fired = [
+            build_fired(name, self.policy.weights[name], evidence[name], scores.get(name)) for name in ALL_TRIGGERS if name in evidence
+        ]
 
         tier = decide_tier([t.name for t in fired], ctx.current_tier, self.policy.tier_rules)
         keep_clock = ctx.current_tier == tier and ctx.tier_entered_at is not None

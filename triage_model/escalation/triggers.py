@@ -33,6 +33,7 @@ from triage_model.escalation.policy import USER_DICT_PATH, CueSet, EscalationPol
 from triage_model.escalation.sla import TierClock
 from triage_model.escalation.text import PreparedText
 from triage_model.results import FieldEvidence, FiredTrigger, TextEvidence, TriageResult
+from triage_model.trigger_fusion import LexiconState
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -74,6 +75,9 @@ class Candidate:
     end: int
     text: str
     blocked: str | None = None
+    cue_blocked: bool = False
+    """Dropped only by a negation/hypothetical/reported... cue — a reading judgement the trigger head may
+    overrule. Structural drops (agent turn, part of a longer word, count below 3) are never overruled."""
 
 
 @dataclass
@@ -184,26 +188,26 @@ class TextTriggerDetector:
         matches = compiled.require.finditer(doc.norm, scope_s, scope_e)
         return any(m.end() > m.start() and doc.aligned(m.start(), m.end()) for m in matches)
 
-    def _check(self, doc: PreparedText, trigger: str, compiled: _Compiled, m: re.Match[str]) -> str | None:
-        """Why the match does not fire (None: it fires)."""
+    def _check(self, doc: PreparedText, trigger: str, compiled: _Compiled, m: re.Match[str]) -> tuple[str | None, bool]:
+        """Why the match does not fire (None: it fires), and whether a cue (not structure) dropped it."""
         spec = compiled.spec
         start, end = m.start(), m.end()
         a_start, a_end = (m.start("anchor"), m.end("anchor")) if "anchor" in m.re.groupindex and m.group("anchor") else (start, end)
         if doc.in_agent_turn(start):
-            return "agent turn"
+            return "agent turn", False
         if not doc.aligned(a_start, a_end, (start, end)):
-            return "not a whole word"
+            return "not a whole word", False
         if spec.count_group:
             count = parse_count(m.group(spec.count_group), self.policy.thresholds.vague_count)
             if count is None or count + spec.count_offset < self.policy.thresholds.repeated_contact_min:
-                return f"count {m.group(spec.count_group)!r} below {self.policy.thresholds.repeated_contact_min}"
+                return f"count {m.group(spec.count_group)!r} below {self.policy.thresholds.repeated_contact_min}", False
         if compiled.require is not None and not self._requirement_met(doc, compiled, start, end):
-            return f"no {spec.require.scope} companion for {spec.id}"
+            return f"no {spec.require.scope} companion for {spec.id}", False
         for cue_name in [*self.policy.triggers[trigger].blocked_by, *spec.also_blocked_by]:
             hit = self._cue_hit(doc, cue_name, start, end)
             if hit is not None:
-                return f"{cue_name}: {hit}"
-        return None
+                return f"{cue_name}: {hit}", True
+        return None, False
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -214,8 +218,8 @@ class TextTriggerDetector:
             if m.end() == m.start():
                 pos = m.start() + 1
                 continue
-            reason = self._check(doc, trigger, compiled, m)
-            out.append(Candidate(trigger, compiled.spec.id, m.start(), m.end(), doc.original[m.start() : m.end()], reason))
+            reason, by_cue = self._check(doc, trigger, compiled, m)
+            out.append(Candidate(trigger, compiled.spec.id, m.start(), m.end(), doc.original[m.start() : m.end()], reason, by_cue))
             if reason is None and first_only:
                 break
             # a dropped match may hide an overlapping good one: retry one character later
@@ -228,20 +232,48 @@ class TextTriggerDetector:
         return [c for trig, pats in self.patterns.items() for p in pats for c in self._candidates(doc, trig, p, first_only=False)]
 
     def detect(self, text: str) -> dict[str, Candidate]:
-        """The first (leftmost) firing candidate of each text trigger that fires.
+        """The first (leftmost) firing candidate of each text trigger that fires (the lexicon alone)."""
+        return {t: found.fired for t, found in self.detect_states(text).items() if found.fired is not None}
+
+    def detect_states(self, text: str) -> dict[str, LexiconFinding]:
+        """Per text trigger: the leftmost firing match and the leftmost cue-blocked one (either may be None).
 
         Each pattern stops at its first firing match, so a long text full of trigger words costs one
         pass per pattern, not one check per occurrence.
         """
         doc = self.prepare(text)
-        fired: dict[str, Candidate] = {}
+        found: dict[str, LexiconFinding] = {}
         for trigger, pats in self.patterns.items():
+            fired: Candidate | None = None
+            blocked: Candidate | None = None
             for p in pats:
                 for cand in self._candidates(doc, trigger, p, first_only=True):
-                    best = fired.get(trigger)
-                    if cand.blocked is None and (best is None or (cand.start, -cand.end) < (best.start, -best.end)):
-                        fired[trigger] = cand
-        return fired
+                    if cand.blocked is None and (fired is None or _earlier(cand, fired)):
+                        fired = cand
+                    elif cand.cue_blocked and (blocked is None or _earlier(cand, blocked)):
+                        blocked = cand
+            found[trigger] = LexiconFinding(fired, blocked)
+        return found
+
+
+def _earlier(a: Candidate, b: Candidate) -> bool:
+    return (a.start, -a.end) < (b.start, -b.end)
+
+
+@dataclass(frozen=True)
+class LexiconFinding:
+    """What the lexicon found for one trigger: a firing match, and a match only a cue dropped."""
+
+    fired: Candidate | None
+    blocked: Candidate | None
+
+    @property
+    def state(self) -> LexiconState:
+        return "clean" if self.fired else "blocked" if self.blocked else "none"
+
+    @property
+    def evidence(self) -> Candidate | None:
+        return self.fired or self.blocked
 
 
 def context_triggers(
@@ -276,8 +308,8 @@ def text_evidence(cand: Candidate) -> TextEvidence:
     return TextEvidence(start=cand.start, end=cand.end, text=cand.text)
 
 
-def build_fired(name: str, weight: float, evidence: TextEvidence | FieldEvidence) -> FiredTrigger:
+def build_fired(name: str, weight: float, evidence: TextEvidence | FieldEvidence, model_score: float | None = None) -> FiredTrigger:
     if isinstance(evidence, TextEvidence):
-        return FiredTrigger(name=name, weight=weight, source="text", evidence=evidence)
+        return FiredTrigger(name=name, weight=weight, source="text", evidence=evidence, model_score=model_score)
     source = "context" if evidence.field.startswith("context.") else "heads"
-    return FiredTrigger(name=name, weight=weight, source=source, evidence=evidence)
+    return FiredTrigger(name=name, weight=weight, source=source, evidence=evidence, model_score=model_score)
