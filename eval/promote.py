@@ -27,6 +27,8 @@ from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8
 from triage_model.schema import HEADS
 
 SERVING_FILES: tuple[str, ...] = (ONNX_INT8_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE, CARD_FILE)
+OPTIONAL_FILES: tuple[str, ...] = ("torch_reference.json",)
+"""Installed with the model when the export wrote them: the torch side of the int8 parity tests."""
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "promote.yaml"
 DECISION_FILE = "promote_decision.json"
 _EPS = 1e-9  # float noise: an equal score is never a drop
@@ -102,7 +104,8 @@ def install_serving_files(challenger: Path, champion: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{champion.name}.new-", dir=champion.parent))
     try:
         staging.chmod(0o755)
-        for name in SERVING_FILES:
+        optional = [name for name in OPTIONAL_FILES if (Path(challenger) / name).is_file()]
+        for name in (*SERVING_FILES, *optional):
             shutil.copyfile(Path(challenger) / name, staging / name)
             with (staging / name).open("rb") as fh:
                 os.fsync(fh.fileno())

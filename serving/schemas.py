@@ -141,5 +141,9 @@ class ModelInfo(BaseModel):
     git_commit: str
     created_at: str
     labels: dict[str, list[str]]
+    trigger_head: list[str] = Field(default_factory=list, description="text triggers the model scores (empty: lexicon only)")
+    trigger_thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per text trigger: the veto / rescue / alone points fusing the head with the lexicon"
+    )
     metrics_summary: dict[str, dict[str, float]]
     loaded_at: datetime

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import eval.promote as promote_mod
-from eval.promote import DECISION_FILE, SERVING_FILES, decide, load_promote_config
+from eval.promote import DECISION_FILE, OPTIONAL_FILES, SERVING_FILES, decide, load_promote_config
 from tests.conftest import LABELED, write_jsonl
 from triage_model.cli import app
 from triage_model.model_dir import META_FILE, ONNX_FP32_FILE
@@ -19,7 +19,7 @@ from triage_model.schema import HEADS
 def fake_model(src: Path, dest: Path, version: str) -> Path:
     """A model directory made of links to a real export, with its own version (and an fp32 file to leave behind)."""
     dest.mkdir(parents=True)
-    for name in (*SERVING_FILES, ONNX_FP32_FILE):
+    for name in (*SERVING_FILES, *OPTIONAL_FILES, ONNX_FP32_FILE):
         if name != META_FILE and (src / name).exists():
             (dest / name).symlink_to((src / name).resolve())
     meta = json.loads((src / META_FILE).read_text(encoding="utf-8"))
@@ -115,7 +115,8 @@ def test_a_not_worse_model_is_promoted_with_only_the_serving_files(dirs: dict[st
     assert result.exit_code == 0, result.output
     champion = dirs["champion"]
     assert version_of(champion) == "challenger-v2"
-    assert sorted(p.name for p in champion.iterdir()) == sorted(SERVING_FILES), "no fp32 model.onnx, nothing else"
+    carried = [name for name in OPTIONAL_FILES if (dirs["challenger"] / name).exists()]
+    assert sorted(p.name for p in champion.iterdir()) == sorted((*SERVING_FILES, *carried)), "no fp32 model.onnx, nothing else"
     assert not any(p.is_symlink() for p in champion.iterdir()), "real copies, not links into the run folder"
     assert [p.name for p in champion.parent.iterdir()] == [champion.name], "no staging or backup folder left"
     assert not (dirs["report"] / "report.html").exists()

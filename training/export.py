@@ -162,6 +162,7 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
         "ids": [r.id for r in rows],
         "argmax": {h: logits[h].argmax(1).tolist() for h in HEADS},
         "macro_f1": {h: head_metrics(softmax(logits[h]), gold[h], HEADS[h])["macro_f1"] for h in HEADS},
+        "margin": {h: np.round(np.diff(np.sort(softmax(logits[h]), axis=1)[:, -2:], axis=1)[:, 0], 3).tolist() for h in HEADS},
         "trigger_fires": (logits[TRIGGER_HEAD] > 0).astype(int).tolist(),
     }
 

@@ -15,7 +15,7 @@ from serving.observability import MODEL_INFO, RELOADS
 from serving.schemas import ErrorResponse, ModelInfo
 from triage_model.model_dir import ModelLoadError
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS
+from triage_model.schema import HEADS, TEXT_TRIGGERS
 
 router = APIRouter(prefix="/v1", tags=["model"])
 
@@ -23,9 +23,9 @@ router = APIRouter(prefix="/v1", tags=["model"])
 def metrics_summary(metrics: dict) -> dict[str, dict[str, float]]:
     test = metrics.get("test") or {}
     return {
-        head: {k: round(float(m[k]), 4) for k in ("accuracy", "macro_f1", "ece") if k in m}
+        head: {k: round(float(m[k]), 4) for k in ("accuracy", "macro_f1", "ece", "macro_auc") if m.get(k) is not None}
         for head, m in test.items()
-        if isinstance(m, dict)
+        if isinstance(m, dict) and "macro_f1" in m
     }
 
 
@@ -39,6 +39,8 @@ def model_info(predictor: TriagePredictor = Depends(get_predictor), holder: Mode
         git_commit=meta.git_commit,
         created_at=meta.created_at,
         labels={h: list(v) for h, v in HEADS.items()},
+        trigger_head=list(TEXT_TRIGGERS) if predictor.has_trigger_head else [],
+        trigger_thresholds=meta.trigger_thresholds if predictor.has_trigger_head else {},
         metrics_summary=metrics_summary(predictor.metrics),
         loaded_at=holder.loaded_at,
     )

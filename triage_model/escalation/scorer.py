@@ -1,5 +1,8 @@
 """``EscalationScorer(policy).score(result, text, context)``: triggers → tier → deadlines.
 
+Text triggers come from the policy lexicon, fused with the model's trigger-head scores when the
+result carries them (``TriageResult.text_triggers``; see ``triage_model.trigger_fusion``).
+
 Pure and small, like a scikit-learn estimator: configuration in ``__init__`` (the policy), no state
 between calls, no server needed, safe to share across threads. The service, ``triage predict`` and the
 evaluation all call this one method, so the tier a reviewer measures is the tier customers get.

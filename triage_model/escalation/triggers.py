@@ -13,7 +13,9 @@ pattern proposes a candidate; it fires only if
    dismissal after it (…算了/没必要), a company calling the customer, different issues.
 
 Each fired trigger keeps the first surviving match as evidence: a [start, end) span into the original
-text and the matched text. ``explain()`` returns every candidate with the reason it was kept or
+text and the matched text. ``detect_states`` also keeps the first match that only a cue dropped: the
+scorer weighs both against the model's trigger head (``triage_model.trigger_fusion``), which may veto
+a match, rescue a cue-blocked one, or fire alone when it is certain. ``explain()`` returns every candidate with the reason it was kept or
 dropped, for tests and for tuning on the dev set.
 
 Context triggers: high_emotion (emotion_index ≥ threshold), severity_critical (grade 一级),
