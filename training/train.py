@@ -226,6 +226,7 @@ def train_on_rows(
 ) -> Path:
     """Fine-tune on explicit splits (the test split is only measured, never used for any choice)."""
     set_seed(cfg.seed)
+    commit = git_commit()  # now, not after a 30-minute run during which the work tree may change
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if not train_rows or not dev_rows:
@@ -322,7 +323,7 @@ def train_on_rows(
         decision_thresholds=thresholds,
         trigger_thresholds=trigger_thresholds,
         data_hash=dhash,
-        git_commit=git_commit(),
+        git_commit=commit,
         seed=cfg.seed,
         created_at=now.isoformat(timespec="seconds"),
         train_config=json.loads(cfg.model_dump_json()),
