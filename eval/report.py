@@ -4,7 +4,8 @@ Writes into ``--out``:
 
 * ``report.html`` — one self-contained file (charts are base64 PNGs, no external assets): headline
   metrics per head, confusion heatmaps, per-class P/R/F1, calibration, per-slice tables and the worst
-  misclassifications (confidently wrong first), and with ``--compare`` the challenger-vs-champion view;
+  misclassifications (confidently wrong first), the escalation-trigger decisions (lexicon / trigger head /
+  fused, and the worst trigger misses), and with ``--compare`` the challenger-vs-champion view;
 * ``misclassified.csv`` — the rows of the HTML misclassification tables (+ id, head), UTF-8 with BOM so
   Excel shows Chinese; ``flips.csv`` likewise for the flipped examples of a comparison;
 * ``metrics.json`` — every number in the report.
@@ -30,7 +31,7 @@ from eval.metrics import head_metrics, reliability_bins
 from training.data import LabeledRow, load_labeled, load_labeled_files
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, label_to_id
+from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
 
 HTML_FILE = "report.html"
 CSV_FILE = "misclassified.csv"
@@ -56,6 +57,7 @@ class Scored:
     gold: dict[str, np.ndarray]
     model_version: str
     model_dir: Path
+    trigger_thresholds: dict[str, dict[str, float]] | None = None
 
     def pred(self, head: str) -> np.ndarray:
         return self.probs[head].argmax(1)
@@ -83,7 +85,7 @@ def score_rows(model_dir: Path | None, rows: list[LabeledRow]) -> Scored:
     predictor = TriagePredictor.from_pretrained(model_dir)
     probs = predict_rows(predictor, rows)
     gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in rows], dtype=int) for h in HEADS}
-    return Scored(rows, probs, gold, predictor.version, predictor.model_dir)
+    return Scored(rows, probs, gold, predictor.version, predictor.model_dir, predictor.meta.trigger_thresholds)
 
 
 # ---------------------------------------------------------------- numbers
@@ -153,6 +155,41 @@ def misclassified(scored: Scored, head: str, limit: int | None = None) -> list[d
         )
     out.sort(key=lambda r: (-r["score"], r["id"]))
     return out[:limit] if limit is not None else out
+
+
+def trigger_review(scored: Scored, limit: int | None = None) -> tuple[dict, list[dict]]:
+    """The text-trigger decisions as served (lexicon fused with the trigger head) against the labels:
+    P/R/F1 per signal, and the wrong decisions, the head's most confident first."""
+    if TRIGGER_HEAD not in scored.probs:
+        return {}, []
+    from training.data import trigger_targets
+    from training.trigger_fit import STATE_CODES, fused_predictions, fusion_report, lexicon_states
+
+    gold = np.array([trigger_targets(r.triggers) for r in scored.rows]) > 0.5
+    probs = scored.probs[TRIGGER_HEAD]
+    states = lexicon_states([r.text for r in scored.rows])
+    thresholds = scored.trigger_thresholds or {}
+    fused = fused_predictions(probs, states, thresholds)
+    state_names = {v: k for k, v in STATE_CODES.items()}
+    errors = []
+    for i, j in zip(*np.nonzero(fused != gold), strict=True):
+        row, name = scored.rows[i], TEXT_TRIGGERS[j]
+        errors.append(
+            {
+                "id": row.id,
+                "head": f"trigger:{name}",
+                "text": row.text,
+                "gold": "fires" if gold[i, j] else "no",
+                "prediction": "fires" if fused[i, j] else "no",
+                "score": round(float(probs[i, j]), 4),
+                "runner_up": f"lexicon: {state_names[int(states[i, j])]}",
+                "gold_score": round(float(probs[i, j] if gold[i, j] else 1 - probs[i, j]), 4),
+                "source": row.source,
+                "channel": row.channel or "",
+            }
+        )
+    errors.sort(key=lambda r: (r["gold_score"], r["id"]))
+    return fusion_report(probs, gold, states, thresholds), errors[:limit] if limit is not None else errors
 
 
 METRIC_KEYS = ("accuracy", "macro_f1", "ece")
@@ -233,6 +270,7 @@ def build_report(
     champion = score_rows(compare, rows) if compare is not None else None
     heads = {head: head_report(challenger, head) for head in HEADS}
     examples = {head: misclassified(challenger, head, max_examples) for head in HEADS}
+    trigger_metrics, trigger_errors = trigger_review(challenger)
     metrics: dict = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model_version": challenger.model_version,
@@ -243,6 +281,8 @@ def build_report(
         "heads": heads,
         "slices": slice_metrics(challenger),
         "misclassified": {head: int((~challenger.correct(head)).sum()) for head in HEADS},
+        "triggers": trigger_metrics,
+        "trigger_errors": len(trigger_errors),
         "chart_font": plots.cjk_font(),
     }
     flipped = None
@@ -260,7 +300,8 @@ def build_report(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / CSV_FILE, CSV_COLUMNS, (r for head in HEADS for r in examples[head]))
+    examples["triggers"] = trigger_errors[:max_examples]
+    write_csv(out_dir / CSV_FILE, CSV_COLUMNS, (r for group in examples.values() for r in group))
     if flipped is not None:
         write_csv(
             out_dir / FLIPS_FILE, FLIP_COLUMNS, (r for head in HEADS for change in ("broken", "fixed") for r in flipped[head][change])
@@ -417,7 +458,46 @@ def render_html(metrics: dict, charts: dict[str, bytes], examples: dict[str, lis
                 (False, False, False, True, False, False),
             )
         )
+    if metrics.get("triggers"):
+        parts.append(_trigger_section(metrics, examples["triggers"]))
     parts.append(f"<p class='muted'>图表字体 chart font: {_e(metrics['chart_font'] or 'none (no CJK font installed)')}</p></body></html>")
+    return "\n".join(parts)
+
+
+def _trigger_section(metrics: dict, errors: list[dict]) -> str:
+    parts = [
+        "<h2>升级触发器 Escalation triggers</h2>",
+        "<p class='muted'>文本触发器如何决定: 词表 lexicon 的证据 + 模型触发器头 trigger head 的分数, 合并为 fused (线上实际使用). "
+        "P = 精确率, R = 召回率.</p>",
+    ]
+    rows = []
+    for name, m in metrics["triggers"].items():
+        rows.append(
+            [_e(name), str(m["fused"]["support"])]
+            + [f"{m[s]['precision']:.3f} / {m[s]['recall']:.3f} / {m[s]['f1']:.3f}" for s in ("lexicon", "head", "fused")]
+        )
+    header = ("触发器 trigger", "条数 n", "词表 lexicon P/R/F1", "模型 head P/R/F1", "合并 fused P/R/F1")
+    parts.append(_table(header, rows, (False, True, True, True, True)))
+    count = metrics["trigger_errors"]
+    parts.append(f"<h3>触发器判断错误 Trigger mistakes — {count} 个, 显示前 {len(errors)} 个 (模型最自信的错误在前)</h3>")
+    parts.append(
+        _table(
+            ("文本 text", "触发器 trigger", "人工标注 gold", "线上判断 served", "模型分数 head score", "词表 lexicon", "id"),
+            (
+                (
+                    _preview(r["text"]),
+                    _e(r["head"].split(":", 1)[1]),
+                    _e(r["gold"]),
+                    _e(r["prediction"]),
+                    f"{r['score']:.3f}",
+                    _e(r["runner_up"]),
+                    _e(r["id"]),
+                )
+                for r in errors
+            ),
+            (False, False, False, False, True, False, False),
+        )
+    )
     return "\n".join(parts)
 
 

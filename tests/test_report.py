@@ -100,6 +100,20 @@ def test_misclassified_csv_has_bom_chinese_and_matches_html_rows(report_dir: Pat
     assert all(r["id"] in page for r in rows)
 
 
+def test_report_reviews_escalation_trigger_decisions(report_dir: Path) -> None:
+    """With a trigger-head model: lexicon / head / fused P/R/F1 per trigger and the trigger mistakes."""
+    metrics = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8"))
+    if not metrics.get("triggers"):
+        pytest.skip("the served model has no trigger head")
+    assert set(metrics["triggers"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
+    assert all({"lexicon", "head", "fused"} == set(m) for m in metrics["triggers"].values())
+    rows = list(csv.DictReader((report_dir / "misclassified.csv").read_bytes().decode("utf-8-sig").splitlines()))
+    trigger_rows = [r for r in rows if r["head"].startswith("trigger:")]
+    assert len(trigger_rows) == min(metrics["trigger_errors"], 100)
+    assert all(r["gold"] != r["prediction"] for r in trigger_rows)
+    assert "升级触发器 Escalation triggers" in (report_dir / "report.html").read_text(encoding="utf-8")
+
+
 def test_compare_reports_deltas_and_flipped_examples(served_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
     report = build_report(served_model_dir, qa_file, tmp_path, compare=served_model_dir, max_examples=5)
     deltas = report.metrics["compare"]["deltas"]
