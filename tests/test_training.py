@@ -106,6 +106,30 @@ def test_exported_predictor_serves_the_tiny_model(tiny_model):
     assert predictor.has_trigger_head and set(result.text_triggers) == {"asks_superior", "repeated_contact", "legal_media_risk"}
 
 
+def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(tiny_model, tiny_rows, tmp_path):
+    """`triage calibrate`: dev-only refit; the test rows are only measured."""
+    import shutil
+
+    from tests.conftest import write_jsonl
+    from training.train import recalibrate
+    from triage_model.model_dir import read_meta
+
+    torch_dir, _, _ = tiny_model
+    model_dir = tmp_path / "model"
+    shutil.copytree(torch_dir, model_dir)
+    data = tmp_path / "labeled_data"
+    rows = [r.model_dump(exclude_none=True) | {"split": split} for split in ("dev", "test") for r in tiny_rows[split]]
+    write_jsonl(data / "complaints" / "rows.jsonl", rows)
+    fitted = recalibrate(model_dir, beta=2.0, data_dir=data)
+    meta = read_meta(model_dir)
+    assert set(fitted["trigger_thresholds"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
+    assert meta.trigger_thresholds == fitted["trigger_thresholds"]
+    assert all(t["veto"] <= t["rescue"] <= t["alone"] for t in meta.trigger_thresholds.values())
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test"]["category"]["n"] == len(tiny_rows["test"])
+    assert set(metrics["dev"]["trigger_fusion"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
+
+
 def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
     import shutil
 

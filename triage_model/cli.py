@@ -56,7 +56,8 @@ def calibrate(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
     beta: Annotated[float, typer.Option(help="F-beta for the 一级 threshold (0 = plain argmax)")] = 2.0,
 ) -> None:
-    """Refit per-head temperatures and the 一级 threshold on the dev split (no retraining)."""
+    """Refit per-head temperatures, the 一级 threshold and the trigger-fusion operating points on the dev
+    split (no retraining): for new dev rows or a changed escalation lexicon."""
     from training.train import recalibrate
 
     fitted = recalibrate(model, beta or None)
