@@ -166,3 +166,14 @@ def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encode
     assert metrics["category"]["accuracy"] > majority, (metrics["category"]["accuracy"], majority)
     # the trigger head ranks held-out rows that carry a trigger above those that do not
     assert metrics["text_triggers"]["macro_auc"] > 0.7, metrics["text_triggers"]["per_class"]
+
+
+def test_the_escalation_eval_set_can_never_train_a_model(tmp_path):
+    from pathlib import Path
+
+    from training.config import TrainConfig
+    from training.train import train
+
+    cfg = TrainConfig(data_dir=LABELED, output_dir=tmp_path / "m", extra_train_files=[Path("escalation/escalation_eval.jsonl")])
+    with pytest.raises(ValueError, match="test set"):
+        train(cfg)

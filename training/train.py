@@ -211,14 +211,16 @@ def train(cfg: TrainConfig) -> Path:
     train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
     if cfg.limit_train_rows:
         train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
-    else:
+    extra_rows: list[LabeledRow] = []
+    if not cfg.limit_train_rows:
         for extra in cfg.extra_train_files:
             if extra.name == "escalation_eval.jsonl":
                 raise ValueError(f"{extra}: the escalation eval set is a test set and never trains a model")
-            train_rows = train_rows + escalation_rows(Path(cfg.data_dir) / extra)
+            extra_rows += escalation_rows(Path(cfg.data_dir) / extra)
+        train_rows = train_rows + extra_rows
     if cfg.limit_eval_rows:
         dev_rows, test_rows = _sample(dev_rows, cfg.limit_eval_rows, cfg.seed), _sample(test_rows, cfg.limit_eval_rows, cfg.seed)
-    return train_on_rows(cfg, train_rows, dev_rows, test_rows, data_hash(data.rows))
+    return train_on_rows(cfg, train_rows, dev_rows, test_rows, data_hash([*data.rows, *extra_rows]))
 
 
 def train_on_rows(

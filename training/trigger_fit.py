@@ -12,12 +12,12 @@ noise. A fused rule replaces the lexicon alone only if it gains at least ``MIN_G
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from eval.escalation_eval import load_rows
 from eval.metrics import binary_prf
 from training.data import LabeledRow
 from triage_model.schema import TEXT_TRIGGERS
@@ -40,27 +40,20 @@ def escalation_rows(path: Path) -> list[LabeledRow]:
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        ctx = r.get("context") or {}
-        if ctx.get("repeat_count") is not None or ctx.get("customer_requested_escalation"):
-            continue
-        rows.append(
-            LabeledRow(
-                id=r["id"],
-                text=r["text"],
-                category=r["category"],
-                severity=r["severity"],
-                sentiment=r["sentiment"],
-                triggers=[t for t in r["gold_triggers"] if t in TEXT_TRIGGERS],
-                source=f"escalation:{path.name}",
-                split="train",
-            )
+    return [
+        LabeledRow(
+            id=r.id,
+            text=r.text,
+            category=r.category,
+            severity=r.severity,
+            sentiment=r.sentiment,
+            triggers=sorted(r.gold_triggers & set(TEXT_TRIGGERS)),
+            source=f"escalation:{path.name}",
+            split="train",
         )
-    return rows
+        for r in load_rows(path)
+        if r.context.get("repeat_count") is None and not r.context.get("customer_requested_escalation")
+    ]
 
 
 def lexicon_states(texts: Sequence[str]) -> np.ndarray:
