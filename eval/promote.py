@@ -122,10 +122,33 @@ def install_serving_files(challenger: Path, champion: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_interrupted_swap(champion: Path) -> str | None:
+    """Undo a swap cut between its two renames (champion moved aside, staging not yet in place).
+
+    The serving folder must never stay missing: if ``champion`` is gone and a ``.<name>.old-*`` sibling
+    holds a loadable model metadata file, the newest one is renamed back. Leftover backups beside a
+    present champion are removed. Returns what was done, or None.
+    """
+    champion = Path(champion)
+    if not champion.parent.exists():
+        return None
+    backups = sorted(champion.parent.glob(f".{champion.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not champion.exists():
+        restorable = [b for b in backups if is_model_dir(b)]
+        if restorable:
+            os.rename(restorable[0], champion)
+            return f"restored {champion} from {restorable[0].name} (an earlier swap was interrupted)"
+        return None
+    for stale in backups:
+        shutil.rmtree(stale, ignore_errors=True)
+    return f"removed {len(backups)} stale backup folder(s)" if backups else None
+
+
 def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Decision:
     """Evaluate both models, decide, and install or write the refusal report. Returns the decision."""
     check_serving_files(challenger)
     champion = config.champion
+    recover_interrupted_swap(champion)
     report_dir = config.report_dir
     if not is_model_dir(champion):
         if not first:

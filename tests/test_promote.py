@@ -155,3 +155,15 @@ def test_missing_champion_needs_first_and_missing_int8_is_an_error(dirs: dict[st
     (dirs["challenger"] / "model.int8.onnx").unlink()
     result = run_promote(dirs)
     assert result.exit_code == 2 and "model.int8.onnx" in result.output
+
+
+def test_a_swap_cut_between_its_renames_is_recovered_before_the_next_promote(dirs: dict[str, Path]) -> None:
+    """Crash after `champion → .old-*` but before `staging → champion`: the next promote puts it back."""
+    champion = dirs["champion"]
+    backup = champion.with_name(f".{champion.name}.old-deadbeef")
+    champion.rename(backup)
+    assert "restored" in promote_mod.recover_interrupted_swap(champion)
+    assert version_of(champion) == "champion-v1" and not backup.exists()
+    (champion.parent / f".{champion.name}.old-0badf00d").mkdir()
+    assert "stale" in promote_mod.recover_interrupted_swap(champion)
+    assert [p.name for p in champion.parent.iterdir()] == [champion.name]
