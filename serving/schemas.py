@@ -29,12 +29,23 @@ EXAMPLE_REPEAT_RESPONSE = {
     "sentiment": {"label": "愤怒", "score": 0.72, "runner_up": "不满", "emotion_index": 86.4},
     "model_version": "triage-e5-20261129-ab12cd34",
     "truncated": False,
+    "text_triggers": {
+        "asks_superior": {"score": 0.03, "support": "against"},
+        "repeated_contact": {"score": 0.97, "support": "certain"},
+        "legal_media_risk": {"score": 0.01, "support": "against"},
+    },
     "escalation": {
         "tier": "L3",
         "tier_name": "客户关系",
         "escalation_score": 0.7855,
         "triggers": [
-            {"name": "repeated_contact", "weight": 0.4, "source": "text", "evidence": {"start": 5, "end": 8, "text": "第四次"}},
+            {
+                "name": "repeated_contact",
+                "weight": 0.4,
+                "source": "text",
+                "evidence": {"start": 5, "end": 8, "text": "第四次"},
+                "model_score": 0.97,
+            },
             {
                 "name": "high_emotion",
                 "weight": 0.35,
@@ -63,7 +74,7 @@ EXAMPLE_REPEAT_RESPONSE = {
     "request_id": "5f1c2a9e8b7d4c3a",
 }
 """The answer to EXAMPLE_REPEAT (heads illustrative; the escalation block is what the scorer gives
-for them — a test keeps it so): 第四次 → repeated_contact, 愤怒 → high_emotion, 46.5 h of L2's 48 h →
+for them — a test keeps it so): 第四次 (confirmed by the trigger head) → repeated_contact, 愤怒 → high_emotion, 46.5 h of L2's 48 h →
 sla_near_breach; two of {critical, repeated, emotion} → L3, and L2 + 1 → L3."""
 
 
