@@ -6,7 +6,7 @@ nothing about where it fails (that file instead joins the *training* rows: its n
 traps teach the head). The escalation eval set and the complaints test split are never read here. See
 ``triage_model.trigger_fusion`` for the decision rule.
 
-Why a grid with a margin: with ~50–100 dev positives per trigger, a threshold that wins by one row is
+Why a grid with a margin: with 20–40 dev positives per trigger, a threshold that wins by one row is
 noise. A fused rule replaces the lexicon alone only if it gains at least ``MIN_GAIN`` dev F1.
 """
 
@@ -23,7 +23,6 @@ from training.data import LabeledRow
 from triage_model.schema import TEXT_TRIGGERS
 from triage_model.trigger_fusion import LEXICON_ONLY, NEVER, fuse, support_level
 
-ESCALATION_TRAIN_FILE = Path("escalation") / "escalation_dev.jsonl"
 VETO_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 RESCUE_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, NEVER)
 ALONE_GRID = (0.8, 0.9, 0.95, 0.98, NEVER)
