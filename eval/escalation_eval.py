@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.metrics import prf_from_counts
 from triage_model.escalation import EscalationScorer
 from triage_model.results import EscalationResult, LabelScore, SentimentScore, TriageResult
 from triage_model.schema import ALL_TRIGGERS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TIERS
@@ -86,10 +87,8 @@ def gold_heads(row: EscalationRow) -> TriageResult:
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, float | int]:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
+    m = prf_from_counts(tp, fp, fn)
+    return {**{k: round(m[k], 4) for k in ("precision", "recall", "f1")}, "support": m["support"], "tp": tp, "fp": fp, "fn": fn}
 
 
 def escalation_metrics(rows: Sequence[EscalationRow], predictions: Sequence[EscalationResult]) -> dict:

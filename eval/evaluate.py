@@ -36,13 +36,11 @@ def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test", 
     thresholds = predictor.meta.decision_thresholds
     heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h)) for h in HEADS}
     if TRIGGER_HEAD in probs:
-        from training.data import trigger_targets
-        from training.trigger_fit import fusion_report, lexicon_states
+        from training.trigger_fit import decide_rows
 
-        gold = np.array([trigger_targets(r.triggers) for r in rows])
-        heads[TRIGGER_HEAD] = multilabel_metrics(probs[TRIGGER_HEAD], gold, TEXT_TRIGGERS)
-        states = lexicon_states([r.text for r in rows])
-        heads["trigger_fusion"] = fusion_report(probs[TRIGGER_HEAD], gold, states, predictor.meta.trigger_thresholds)
+        decisions = decide_rows(probs[TRIGGER_HEAD], rows, predictor.meta.trigger_thresholds)
+        heads[TRIGGER_HEAD] = multilabel_metrics(decisions.probs, decisions.gold, TEXT_TRIGGERS)
+        heads["trigger_fusion"] = decisions.report()
     metrics = {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
     esc_path = Path(data_dir) / "escalation" / ESCALATION_SET_NAME
     if escalation and esc_path.exists():

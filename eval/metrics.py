@@ -68,16 +68,10 @@ def head_metrics(
     per_class = {}
     f1s = []
     for i, label in enumerate(labels):
-        tp = confusion[i, i]
-        fp = confusion[:, i].sum() - tp
-        fn = confusion[i, :].sum() - tp
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        support = int(confusion[i, :].sum())
-        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": support}
-        if support:
-            f1s.append(f1)
+        tp = int(confusion[i, i])
+        per_class[label] = prf_from_counts(tp, int(confusion[:, i].sum()) - tp, int(confusion[i, :].sum()) - tp)
+        if per_class[label]["support"]:
+            f1s.append(per_class[label]["f1"])
     return {
         "n": len(gold_arr),
         "accuracy": float((pred == gold_arr).mean()) if len(gold_arr) else 0.0,
@@ -89,14 +83,19 @@ def head_metrics(
     }
 
 
+def prf_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall, F1 and support (tp + fn) from counts; an empty denominator gives 0."""
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(tp + fn)}
+
+
 def binary_prf(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """Precision, recall, F1 and support of one binary decision (no positives predicted → precision 0)."""
     pred, gold = np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool)
-    tp = float((pred & gold).sum())
-    precision = tp / pred.sum() if pred.any() else 0.0
-    recall = tp / gold.sum() if gold.any() else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(gold.sum())}
+    tp = int((pred & gold).sum())
+    return prf_from_counts(tp, int(pred.sum()) - tp, int(gold.sum()) - tp)
 
 
 def roc_auc(scores: np.ndarray, gold: np.ndarray) -> float | None:

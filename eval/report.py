@@ -162,34 +162,28 @@ def trigger_review(scored: Scored, limit: int | None = None) -> tuple[dict, list
     P/R/F1 per signal, and the wrong decisions, the head's most confident first."""
     if TRIGGER_HEAD not in scored.probs:
         return {}, []
-    from training.data import trigger_targets
-    from training.trigger_fit import STATE_CODES, fused_predictions, fusion_report, lexicon_states
+    from training.trigger_fit import decide_rows
 
-    gold = np.array([trigger_targets(r.triggers) for r in scored.rows]) > 0.5
-    probs = scored.probs[TRIGGER_HEAD]
-    states = lexicon_states([r.text for r in scored.rows])
-    thresholds = scored.trigger_thresholds or {}
-    fused = fused_predictions(probs, states, thresholds)
-    state_names = {v: k for k, v in STATE_CODES.items()}
+    d = decide_rows(scored.probs[TRIGGER_HEAD], scored.rows, scored.trigger_thresholds or {})
     errors = []
-    for i, j in zip(*np.nonzero(fused != gold), strict=True):
-        row, name = scored.rows[i], TEXT_TRIGGERS[j]
+    for i, j in zip(*np.nonzero(d.fused != d.gold), strict=True):
+        row, name, p = scored.rows[i], TEXT_TRIGGERS[j], float(d.probs[i, j])
         errors.append(
             {
                 "id": row.id,
                 "head": f"trigger:{name}",
                 "text": row.text,
-                "gold": "fires" if gold[i, j] else "no",
-                "prediction": "fires" if fused[i, j] else "no",
-                "score": round(float(probs[i, j]), 4),
-                "runner_up": f"lexicon: {state_names[int(states[i, j])]}",
-                "gold_score": round(float(probs[i, j] if gold[i, j] else 1 - probs[i, j]), 4),
+                "gold": "fires" if d.gold[i, j] else "no",
+                "prediction": "fires" if d.fused[i, j] else "no",
+                "score": round(p, 4),
+                "runner_up": f"lexicon: {d.states[i, j]}",
+                "gold_score": round(p if d.gold[i, j] else 1 - p, 4),
                 "source": row.source,
                 "channel": row.channel or "",
             }
         )
     errors.sort(key=lambda r: (r["gold_score"], r["id"]))
-    return fusion_report(probs, gold, states, thresholds), errors[:limit] if limit is not None else errors
+    return d.report(), errors[:limit] if limit is not None else errors
 
 
 METRIC_KEYS = ("accuracy", "macro_f1", "ece")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from eval.escalation_eval import GOLD_EMOTION
+from eval.metrics import binary_prf
 from training.trigger_fit import MIN_GAIN, fit_trigger_thresholds, fused_predictions
 from triage_model.escalation import EscalationScorer, load_policy
 from triage_model.results import FieldEvidence, LabelScore, SentimentScore, TextEvidence, TriageResult
@@ -46,10 +47,10 @@ def test_fusion_truth_table(state, support, fires):
 def _fit_data(rng, n=400):
     """A lexicon with false fires the head sees through, and cue-blocked true ones the head recognises."""
     gold = rng.random((n, 3)) < 0.2
-    states = np.where(gold, 2, 0)
+    states = np.where(gold, "clean", "none").astype(object)
     flip = rng.random((n, 3)) < 0.15
-    states = np.where(flip & gold, 1, states)  # a cue wrongly blocked a real trigger
-    states = np.where(flip & ~gold, 2, states)  # the lexicon fired on a trap
+    states = np.where(flip & gold, "blocked", states)  # a cue wrongly blocked a real trigger
+    states = np.where(flip & ~gold, "clean", states)  # the lexicon fired on a trap
     probs = np.clip(np.where(gold, 0.9, 0.03) + rng.normal(0, 0.03, (n, 3)), 0, 1)
     return probs, gold, states
 
@@ -57,7 +58,7 @@ def _fit_data(rng, n=400):
 def test_fit_learns_to_veto_and_rescue_when_the_head_is_informative():
     probs, gold, states = _fit_data(np.random.default_rng(0))
     fitted = fit_trigger_thresholds(probs, gold, states)
-    lexicon_f1 = [_f1(states[:, j] == 2, gold[:, j]) for j in range(3)]
+    lexicon_f1 = [_f1(states[:, j] == "clean", gold[:, j]) for j in range(3)]
     fused = fused_predictions(probs, states, fitted)
     for j, name in enumerate(TEXT_TRIGGERS):
         assert fitted[name] != LEXICON_ONLY
@@ -67,14 +68,13 @@ def test_fit_learns_to_veto_and_rescue_when_the_head_is_informative():
 def test_fit_keeps_the_lexicon_when_the_head_is_noise():
     rng = np.random.default_rng(1)
     _, gold, _ = _fit_data(rng)
-    states = np.where(gold, 2, 0)  # a perfect lexicon
+    states = np.where(gold, "clean", "none").astype(object)  # a perfect lexicon
     probs = rng.random(gold.shape)  # an uninformative head
     assert fit_trigger_thresholds(probs, gold, states) == dict.fromkeys(TEXT_TRIGGERS, LEXICON_ONLY)
 
 
 def _f1(pred, gold) -> float:
-    tp = float((pred & gold).sum())
-    return 2 * tp / (pred.sum() + gold.sum()) if pred.sum() + gold.sum() else 0.0
+    return binary_prf(pred, gold)["f1"]
 
 
 # -- the scorer applies it -----------------------------------------------------------------------------

@@ -21,9 +21,8 @@ from triage_model.model_dir import (
     METRICS_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
-    OUTPUT_NAMES,
+    OUTPUT_NAMES_WITH_TRIGGERS,
     TOKENIZER_FILE,
-    TRIGGER_OUTPUT,
     read_meta,
     write_meta,
 )
@@ -34,8 +33,6 @@ from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
 FP32_TOLERANCE = 1e-4
 OPSET = 17
-EXPORT_OUTPUTS = [*OUTPUT_NAMES, TRIGGER_OUTPUT]
-"""Graph outputs in ``MultiTaskTriageModel.forward`` order: three softmax heads, then the trigger head."""
 
 PARITY_TEXTS = [
     "快递三天了还没到，客服电话也打不通！",
@@ -68,9 +65,9 @@ def export_onnx(model: MultiTaskTriageModel, path: Path) -> None:
         (ids, mask),
         str(path),
         input_names=INPUT_NAMES,
-        output_names=EXPORT_OUTPUTS,
+        output_names=OUTPUT_NAMES_WITH_TRIGGERS,
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
-        | {name: {0: "batch"} for name in EXPORT_OUTPUTS},
+        | {name: {0: "batch"} for name in OUTPUT_NAMES_WITH_TRIGGERS},
         opset_version=OPSET,
         dynamo=False,
         do_constant_folding=True,
@@ -113,7 +110,8 @@ def _ort_logits(path: Path, ids: list[list[int]], mask: list[list[int]]) -> list
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(EXPORT_OUTPUTS, {"input_ids": np.array(ids, dtype=np.int64), "attention_mask": np.array(mask, dtype=np.int64)})
+    feeds = {"input_ids": np.array(ids, dtype=np.int64), "attention_mask": np.array(mask, dtype=np.int64)}
+    return sess.run(OUTPUT_NAMES_WITH_TRIGGERS, feeds)
 
 
 def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str], max_length: int, pad_id: int) -> ParityReport:

@@ -14,6 +14,7 @@ import math
 import shutil
 import subprocess
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,8 +31,8 @@ from training.calibrate import fit_temperature
 from training.config import TrainConfig
 from training.data import LabeledRow, data_hash, load_labeled, trigger_targets
 from training.model_card import write_model_card
-from training.trigger_fit import escalation_rows, fit_trigger_thresholds, fusion_report, lexicon_states
-from triage_model.decision import fit_fbeta_threshold, softmax
+from training.trigger_fit import decide_rows, escalation_rows, fit_trigger_thresholds, lexicon_states
+from triage_model.decision import fit_fbeta_threshold, sigmoid, softmax
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
 from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
@@ -144,13 +145,48 @@ def unsort(arrays: dict[str, np.ndarray], order: list[int]) -> dict[str, np.ndar
     return out
 
 
-def logits_in_row_order(model: MultiTaskTriageModel, rows: list[LabeledRow], tokenizer, cfg: TrainConfig, collate):
-    """Logits and gold for ad-hoc rows (not one of the three splits), in row order."""
-    if not rows:
-        empty = {h: np.zeros((0, len(v))) for h, v in HEADS.items()} | {TRIGGER_HEAD: np.zeros((0, len(TEXT_TRIGGERS)))}
-        return empty, empty
-    ds = to_dataset(rows, tokenizer, cfg.max_length).remove_columns("text")
-    return predict_logits(model, DataLoader(ds, batch_size=cfg.eval_batch_size, collate_fn=collate))
+def predict_in_row_order(model: MultiTaskTriageModel, ds: Dataset, batch_size: int, collate) -> tuple[dict, dict]:
+    """Logits and gold of a tokenized dataset in row order (batched by length for speed)."""
+    lengths = [len(ids) for ids in ds["input_ids"]]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    logits, gold = predict_logits(model, DataLoader(ds, batch_sampler=batches, collate_fn=collate))
+    return unsort(logits, order), unsort(gold, order)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything fitted on dev after training: what turns logits into served decisions."""
+
+    temperatures: dict[str, float]
+    thresholds: dict[str, dict[str, float]]
+    trigger_thresholds: dict[str, dict[str, float]]
+
+
+def calibrate_on_dev(dev_logits: dict, dev_gold: dict, dev_rows: list[LabeledRow], beta: float | None) -> Calibration:
+    """Temperatures, the 一级 threshold and the trigger-fusion points, all from the dev split."""
+    temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
+    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, beta)
+    states = lexicon_states([r.text for r in dev_rows])
+    trigger_thresholds = fit_trigger_thresholds(sigmoid(dev_logits[TRIGGER_HEAD]), dev_gold[TRIGGER_HEAD], states)
+    return Calibration(temperatures, thresholds, trigger_thresholds)
+
+
+def measure(logits: dict, gold: dict, rows: list[LabeledRow], cal: Calibration) -> dict[str, dict]:
+    """Every head's metrics under ``cal``, plus the trigger fusion (lexicon / head / fused) on ``rows``."""
+    metrics = all_head_metrics(logits, gold, cal.temperatures, cal.thresholds)
+    metrics["trigger_fusion"] = decide_rows(sigmoid(logits[TRIGGER_HEAD]), rows, cal.trigger_thresholds).report()
+    return metrics
+
+
+def data_summary(train_rows: list[LabeledRow], dev_rows: list[LabeledRow], test_rows: list[LabeledRow]) -> dict:
+    """Row counts and sources for the model card."""
+    return {
+        "n_train": len(train_rows),
+        "n_dev": len(dev_rows),
+        "n_test": len(test_rows),
+        "sources": Counter(r.source.split(":")[0] for r in (*train_rows, *dev_rows, *test_rows)),
+    }
 
 
 def all_head_metrics(
@@ -161,10 +197,6 @@ def all_head_metrics(
     if TRIGGER_HEAD in logits:
         out[TRIGGER_HEAD] = multilabel_metrics(sigmoid(logits[TRIGGER_HEAD]), gold[TRIGGER_HEAD], TEXT_TRIGGERS)
     return out
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, float], beta: float | None) -> dict:
@@ -246,12 +278,7 @@ def train_on_rows(
     train_lengths = [len(ids) for ids in datasets["train"]["input_ids"]]
 
     def eval_logits(name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Logits and gold of split ``name`` in row order (batched by length for speed)."""
-        lengths = [len(ids) for ids in datasets[name]["input_ids"]]
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        batches = [order[i : i + cfg.eval_batch_size] for i in range(0, len(order), cfg.eval_batch_size)]
-        logits, gold = predict_logits(model, DataLoader(datasets[name], batch_sampler=batches, collate_fn=collate))
-        return unsort(logits, order), unsort(gold, order)
+        return predict_in_row_order(model, datasets[name], cfg.eval_batch_size, collate)
 
     weights = {h: class_weights(train_rows, h, cfg.class_weight_power) for h in HEADS}
     losses = {h: torch.nn.CrossEntropyLoss(weight=weights[h]) for h in HEADS}
@@ -295,19 +322,10 @@ def train_on_rows(
     model.load_state_dict(best_state)
 
     dev_logits, dev_gold = eval_logits("dev")
-    temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
-    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, cfg.critical_threshold_beta)
-    metrics: dict[str, object] = {"dev": all_head_metrics(dev_logits, dev_gold, temperatures, thresholds), "history": history}
-    dev_probs, dev_states = sigmoid(dev_logits[TRIGGER_HEAD]), lexicon_states([r.text for r in dev_rows])
-    trigger_thresholds = fit_trigger_thresholds(dev_probs, dev_gold[TRIGGER_HEAD], dev_states)
-    metrics["dev"]["trigger_fusion"] = fusion_report(dev_probs, dev_gold[TRIGGER_HEAD], dev_states, trigger_thresholds)
+    cal = calibrate_on_dev(dev_logits, dev_gold, dev_rows, cfg.critical_threshold_beta)
+    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": history}
     if cfg.evaluate_test and test_rows:
-        test_logits, test_gold = eval_logits("test")
-        metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
-        test_states = lexicon_states([r.text for r in test_rows])
-        metrics["test"]["trigger_fusion"] = fusion_report(
-            sigmoid(test_logits[TRIGGER_HEAD]), test_gold[TRIGGER_HEAD], test_states, trigger_thresholds
-        )
+        metrics["test"] = measure(*eval_logits("test"), test_rows, cal)
 
     out = Path(cfg.output_dir)
     if out.exists():
@@ -321,9 +339,9 @@ def train_on_rows(
         schema=schema_dict(),
         max_length=cfg.max_length,
         pad_id=pad_id,
-        temperatures=temperatures,
-        decision_thresholds=thresholds,
-        trigger_thresholds=trigger_thresholds,
+        temperatures=cal.temperatures,
+        decision_thresholds=cal.thresholds,
+        trigger_thresholds=cal.trigger_thresholds,
         data_hash=dhash,
         git_commit=commit,
         seed=cfg.seed,
@@ -332,13 +350,7 @@ def train_on_rows(
     )
     write_meta(out, meta)
     (out / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    summary = {
-        "n_train": len(train_rows),
-        "n_dev": len(dev_rows),
-        "n_test": len(test_rows),
-        "sources": Counter(r.source.split(":")[0] for r in (*train_rows, *dev_rows, *test_rows)),
-    }
-    write_model_card(out, meta, metrics, summary)
+    write_model_card(out, meta, metrics, data_summary(train_rows, dev_rows, test_rows))
     return out
 
 
@@ -356,36 +368,19 @@ def recalibrate(model_dir: Path, beta: float | None = 2.0, data_dir: Path | None
     tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE)
     collate = make_collate(meta.pad_id)
 
-    cfg = cfg.model_copy(update={"max_length": meta.max_length})
-
     def logits_of(rows: list[LabeledRow]):
-        return logits_in_row_order(model, rows, tokenizer, cfg, collate)
+        ds = to_dataset(rows, tokenizer, meta.max_length).remove_columns("text")
+        return predict_in_row_order(model, ds, cfg.eval_batch_size, collate)
 
     dev_rows, test_rows = data.split("dev"), data.split("test")
     dev_logits, dev_gold = logits_of(dev_rows)
-    temperatures = {h: fit_temperature(dev_logits[h], dev_gold[h]) for h in HEADS}
-    thresholds = fit_decision_thresholds(dev_logits, dev_gold, temperatures, beta)
-    fit_probs, fit_gold = sigmoid(dev_logits[TRIGGER_HEAD]), dev_gold[TRIGGER_HEAD]
-    fit_states = lexicon_states([r.text for r in dev_rows])
-    trigger_thresholds = fit_trigger_thresholds(fit_probs, fit_gold, fit_states)
-    test_logits, test_gold = logits_of(test_rows)
+    cal = calibrate_on_dev(dev_logits, dev_gold, dev_rows, beta)
     metrics = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    metrics["dev"] = all_head_metrics(dev_logits, dev_gold, temperatures, thresholds)
-    metrics["dev"]["trigger_fusion"] = fusion_report(fit_probs, fit_gold, fit_states, trigger_thresholds)
-    metrics["test"] = all_head_metrics(test_logits, test_gold, temperatures, thresholds)
-    metrics["test"]["trigger_fusion"] = fusion_report(
-        sigmoid(test_logits[TRIGGER_HEAD]), test_gold[TRIGGER_HEAD], lexicon_states([r.text for r in test_rows]), trigger_thresholds
-    )
-    meta.temperatures, meta.decision_thresholds, meta.trigger_thresholds = temperatures, thresholds, trigger_thresholds
+    metrics["dev"] = measure(dev_logits, dev_gold, dev_rows, cal)
+    metrics["test"] = measure(*logits_of(test_rows), test_rows, cal)
+    meta.temperatures, meta.decision_thresholds, meta.trigger_thresholds = cal.temperatures, cal.thresholds, cal.trigger_thresholds
     meta.train_config = {**known, "critical_threshold_beta": beta}
     write_meta(model_dir, meta)
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    rows = data.split("train") + data.split("dev") + data.split("test")
-    summary = {
-        "n_train": len(data.split("train")),
-        "n_dev": len(data.split("dev")),
-        "n_test": len(data.split("test")),
-        "sources": Counter(r.source.split(":")[0] for r in rows),
-    }
-    write_model_card(model_dir, meta, metrics, summary)
-    return {"temperatures": temperatures, "thresholds": thresholds, "trigger_thresholds": trigger_thresholds}
+    write_model_card(model_dir, meta, metrics, data_summary(data.split("train"), dev_rows, test_rows))
+    return {"temperatures": cal.temperatures, "thresholds": cal.thresholds, "trigger_thresholds": cal.trigger_thresholds}

@@ -13,13 +13,14 @@ noise. A fused rule replaces the lexicon alone only if it gains at least ``MIN_G
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from eval.escalation_eval import load_rows
 from eval.metrics import binary_prf
-from training.data import LabeledRow
+from training.data import LabeledRow, trigger_targets
 from triage_model.schema import TEXT_TRIGGERS
 from triage_model.trigger_fusion import LEXICON_ONLY, NEVER, fuse, support_level
 
@@ -27,7 +28,6 @@ VETO_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 RESCUE_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, NEVER)
 ALONE_GRID = (0.8, 0.9, 0.95, 0.98, NEVER)
 MIN_GAIN = 0.01
-STATE_CODES = {"none": 0, "blocked": 1, "clean": 2}
 
 
 def escalation_rows(path: Path) -> list[LabeledRow]:
@@ -56,32 +56,24 @@ def escalation_rows(path: Path) -> list[LabeledRow]:
 
 
 def lexicon_states(texts: Sequence[str]) -> np.ndarray:
-    """``[n, 3]`` codes (0 none, 1 cue-blocked, 2 clean) of the packaged policy's lexicon per text trigger."""
+    """``[n, 3]`` lexicon states ("clean" / "blocked" / "none") of the packaged policy per text trigger."""
     from triage_model.escalation import default_scorer
 
     detector = default_scorer().detector
-    out = np.zeros((len(texts), len(TEXT_TRIGGERS)), dtype=int)
-    for i, text in enumerate(texts):
-        found = detector.detect_states(text)
-        for j, name in enumerate(TEXT_TRIGGERS):
-            out[i, j] = STATE_CODES[found[name].state]
-    return out
+    found = [detector.detect_states(text) for text in texts]
+    return np.array([[f[name].state for name in TEXT_TRIGGERS] for f in found], dtype=object).reshape(len(texts), len(TEXT_TRIGGERS))
+
+
+def _fused_column(p: np.ndarray, states: np.ndarray, thresholds: dict[str, float] | None) -> np.ndarray:
+    """One trigger's served decisions (``trigger_fusion.fuse``); ``thresholds`` None = the lexicon alone."""
+    support = [support_level(float(x), thresholds) if thresholds is not None else None for x in p]
+    return np.array([fuse(state, sup) for state, sup in zip(states, support, strict=True)], dtype=bool)
 
 
 def fused_predictions(probs: np.ndarray, states: np.ndarray, thresholds: dict[str, dict[str, float]] | None) -> np.ndarray:
     """``[n, 3]`` booleans: the decision ``triage_model.trigger_fusion.fuse`` makes for each text trigger."""
-    names = {v: k for k, v in STATE_CODES.items()}
-    out = np.zeros(states.shape, dtype=bool)
-    for j, name in enumerate(TEXT_TRIGGERS):
-        t = (thresholds or {}).get(name)
-        for i in range(len(states)):
-            support = support_level(float(probs[i, j]), t) if thresholds is not None else None
-            out[i, j] = fuse(names[int(states[i, j])], support)
-    return out
-
-
-def _fused_vector(p: np.ndarray, state: np.ndarray, veto: float, rescue: float, alone: float) -> np.ndarray:
-    return ((state == 2) & (p >= veto)) | ((state == 1) & (p >= rescue)) | ((state == 0) & (p >= alone))
+    columns = [_fused_column(probs[:, j], states[:, j], (thresholds or {}).get(name)) for j, name in enumerate(TEXT_TRIGGERS)]
+    return np.stack(columns, axis=1)
 
 
 def fit_trigger_thresholds(probs: np.ndarray, gold: np.ndarray, states: np.ndarray) -> dict[str, dict[str, float]]:
@@ -90,29 +82,44 @@ def fit_trigger_thresholds(probs: np.ndarray, gold: np.ndarray, states: np.ndarr
     fitted: dict[str, dict[str, float]] = {}
     for j, name in enumerate(TEXT_TRIGGERS):
         p, g, s = probs[:, j], gold[:, j], states[:, j]
-        base = binary_prf(s == 2, g)["f1"]
+        base = binary_prf(s == "clean", g)["f1"]
         best, best_f1 = dict(LEXICON_ONLY), base
         for veto in VETO_GRID:
             for rescue in RESCUE_GRID:
                 for alone in ALONE_GRID:
                     if not veto <= rescue <= alone:
                         continue
-                    f1 = binary_prf(_fused_vector(p, s, veto, rescue, alone), g)["f1"]
+                    candidate = {"veto": veto, "rescue": rescue, "alone": alone}
+                    f1 = binary_prf(_fused_column(p, s, candidate), g)["f1"]
                     if f1 > best_f1 + 1e-9 and f1 >= base + MIN_GAIN:
-                        best, best_f1 = {"veto": veto, "rescue": rescue, "alone": alone}, f1
+                        best, best_f1 = candidate, f1
         fitted[name] = best
     return fitted
 
 
-def fusion_report(probs: np.ndarray, gold: np.ndarray, states: np.ndarray, thresholds: dict[str, dict[str, float]]) -> dict:
-    """Per trigger P/R/F1 of the lexicon alone, the head alone (0.5) and the fused rule."""
-    gold = np.asarray(gold) > 0.5
-    fused = fused_predictions(probs, states, thresholds)
-    return {
-        name: {
-            "lexicon": binary_prf(states[:, j] == 2, gold[:, j]),
-            "head": binary_prf(probs[:, j] >= 0.5, gold[:, j]),
-            "fused": binary_prf(fused[:, j], gold[:, j]),
+@dataclass(frozen=True)
+class TriggerDecisions:
+    """The served text-trigger decisions on labeled rows, beside the labels ([n, 3] each)."""
+
+    probs: np.ndarray
+    gold: np.ndarray
+    states: np.ndarray
+    fused: np.ndarray
+
+    def report(self) -> dict:
+        """Per trigger P/R/F1 of the lexicon alone, the head alone (0.5) and the fused rule."""
+        return {
+            name: {
+                "lexicon": binary_prf(self.states[:, j] == "clean", self.gold[:, j]),
+                "head": binary_prf(self.probs[:, j] >= 0.5, self.gold[:, j]),
+                "fused": binary_prf(self.fused[:, j], self.gold[:, j]),
+            }
+            for j, name in enumerate(TEXT_TRIGGERS)
         }
-        for j, name in enumerate(TEXT_TRIGGERS)
-    }
+
+
+def decide_rows(probs: np.ndarray, rows: Sequence[LabeledRow], thresholds: dict[str, dict[str, float]]) -> TriggerDecisions:
+    """Run the lexicon on ``rows`` and fuse it with the head's ``probs`` under ``thresholds``."""
+    gold = np.array([trigger_targets(r.triggers) for r in rows]).reshape(len(rows), len(TEXT_TRIGGERS)) > 0.5
+    states = lexicon_states([r.text for r in rows])
+    return TriggerDecisions(probs, gold, states, fused_predictions(probs, states, thresholds))

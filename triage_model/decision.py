@@ -21,6 +21,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Per-label probabilities of a multi-label head (the trigger head)."""
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def decide(probs: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float] | None = None) -> np.ndarray:
     """Label ids for ``probs`` ``[n, k]``: argmax, overridden by any label whose probability reaches its threshold."""
     pred = probs.argmax(axis=-1)

@@ -24,6 +24,8 @@ INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = [f"{head}_logits" for head in HEADS]
 TRIGGER_OUTPUT = f"{TRIGGER_HEAD}_logits"
 """Fourth output of models trained with the trigger head; models without it still load (lexicon only)."""
+OUTPUT_NAMES_WITH_TRIGGERS = [*OUTPUT_NAMES, TRIGGER_OUTPUT]
+"""What ``triage export`` writes, in ``MultiTaskTriageModel.forward`` order."""
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 

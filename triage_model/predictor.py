@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from triage_model.decision import decide, softmax
+from triage_model.decision import decide, sigmoid, softmax
 from triage_model.model_dir import (
     DEFAULT_MODEL_DIR,
     INPUT_NAMES,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
     OUTPUT_NAMES,
+    OUTPUT_NAMES_WITH_TRIGGERS,
     TOKENIZER_FILE,
     TRIGGER_OUTPUT,
     ModelLoadError,
@@ -55,8 +56,8 @@ class TriagePredictor:
         self.session = session
         self.tokenizer = tokenizer
         self.metrics = metrics
-        self.has_trigger_head = TRIGGER_OUTPUT in [o.name for o in session.get_outputs()]
-        self.output_names = OUTPUT_NAMES + ([TRIGGER_OUTPUT] if self.has_trigger_head else [])
+        self.output_names = [o.name for o in session.get_outputs()]  # checked in from_pretrained
+        self.has_trigger_head = TRIGGER_OUTPUT in self.output_names
         self.emotion_weights = np.array([NEGATIVE_EMOTION_WEIGHTS[s] for s in HEADS["sentiment"]])
 
     @property
@@ -98,7 +99,7 @@ class TriagePredictor:
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelLoadError(f"{onnx_path}: onnxruntime cannot load it: {err}") from err
         outputs = [o.name for o in session.get_outputs()]
-        if outputs not in (OUTPUT_NAMES, [*OUTPUT_NAMES, TRIGGER_OUTPUT]):
+        if outputs not in (OUTPUT_NAMES, OUTPUT_NAMES_WITH_TRIGGERS):
             raise ModelLoadError(f"{onnx_path}: outputs {outputs} != expected {OUTPUT_NAMES} (+ optional {TRIGGER_OUTPUT})")
         predictor = cls(model_dir, meta, session, tokenizer, read_metrics(model_dir))
         predictor._check_output_shapes()
@@ -125,7 +126,7 @@ class TriagePredictor:
         logits = self.session.run(self.output_names, feeds)
         probs = {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=False)}
         if self.has_trigger_head:
-            probs[TRIGGER_HEAD] = 1.0 / (1.0 + np.exp(-logits[-1]))
+            probs[TRIGGER_HEAD] = sigmoid(logits[-1])
         return probs
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
