@@ -29,6 +29,7 @@ import numpy as np
 from eval.evaluate import predict_rows
 from eval.metrics import head_metrics, reliability_bins
 from training.data import LabeledRow, load_labeled, load_labeled_files
+from triage_model.decision import decide
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
@@ -58,9 +59,18 @@ class Scored:
     model_version: str
     model_dir: Path
     trigger_thresholds: dict[str, dict[str, float]] | None = None
+    decision_thresholds: dict[str, dict[str, float]] | None = None
+
+    def thresholds(self, head: str) -> dict[str, float] | None:
+        return (self.decision_thresholds or {}).get(head)
 
     def pred(self, head: str) -> np.ndarray:
-        return self.probs[head].argmax(1)
+        """The served labels: argmax plus the model's label thresholds (the 一级 operating point)."""
+        return decide(self.probs[head], HEADS[head], self.thresholds(head))
+
+    def metrics(self, head: str, idx: np.ndarray | list[int] | None = None) -> dict:
+        sel = slice(None) if idx is None else idx
+        return head_metrics(self.probs[head][sel], self.gold[head][sel], HEADS[head], self.thresholds(head))
 
     def correct(self, head: str) -> np.ndarray:
         return self.pred(head) == self.gold[head]
@@ -85,7 +95,8 @@ def score_rows(model_dir: Path | None, rows: list[LabeledRow]) -> Scored:
     predictor = TriagePredictor.from_pretrained(model_dir)
     probs = predict_rows(predictor, rows)
     gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in rows], dtype=int) for h in HEADS}
-    return Scored(rows, probs, gold, predictor.version, predictor.model_dir, predictor.meta.trigger_thresholds)
+    meta = predictor.meta
+    return Scored(rows, probs, gold, predictor.version, predictor.model_dir, meta.trigger_thresholds, meta.decision_thresholds)
 
 
 # ---------------------------------------------------------------- numbers
@@ -102,7 +113,7 @@ def slice_values(row: LabeledRow) -> dict[str, str]:
 
 
 def head_report(scored: Scored, head: str) -> dict:
-    metrics = head_metrics(scored.probs[head], scored.gold[head], HEADS[head])
+    metrics = scored.metrics(head)
     metrics["reliability"] = reliability_bins(scored.probs[head], scored.gold[head])
     return metrics
 
@@ -119,24 +130,25 @@ def slice_metrics(scored: Scored) -> dict[str, list[dict]]:
         for value, idx in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             heads = {}
             for head in HEADS:
-                m = head_metrics(scored.probs[head][idx], scored.gold[head][idx], HEADS[head])
+                m = scored.metrics(head, idx)
                 heads[head] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
             out[dim].append({"value": value, "n": len(idx), "heads": heads})
     return out
 
 
-def _top2(p: np.ndarray) -> tuple[int, int]:
-    order = np.argsort(-p)
-    return int(order[0]), int(order[1])
+def _runner_up(p: np.ndarray, chosen: int) -> int:
+    return next(int(i) for i in np.argsort(-p) if i != chosen)
 
 
 def misclassified(scored: Scored, head: str, limit: int | None = None) -> list[dict]:
     """Wrong predictions of one head, the most confident first (the errors a reviewer would trust)."""
     labels = HEADS[head]
+    pred = scored.pred(head)
     out = []
-    for i in np.flatnonzero(~scored.correct(head)):
+    for i in np.flatnonzero(pred != scored.gold[head]):
         p = scored.probs[head][i]
-        top, second = _top2(p)
+        top = int(pred[i])
+        second = _runner_up(p, top)
         row = scored.rows[i]
         gold = int(scored.gold[head][i])
         out.append(
@@ -207,11 +219,13 @@ def metric_deltas(champion: dict[str, dict], challenger: dict[str, dict]) -> dic
 def flips(challenger: Scored, champion: Scored, head: str) -> dict[str, list[dict]]:
     """Rows whose correctness changed: ``fixed`` (champion wrong → challenger right) and ``broken``."""
     labels = HEADS[head]
-    was, now = champion.correct(head), challenger.correct(head)
+    old_pred, new_pred = champion.pred(head), challenger.pred(head)
+    was, now = old_pred == champion.gold[head], new_pred == challenger.gold[head]
     out: dict[str, list[dict]] = {"fixed": [], "broken": []}
     for change, mask in (("fixed", ~was & now), ("broken", was & ~now)):
         for i in np.flatnonzero(mask):
             old, new = champion.probs[head][i], challenger.probs[head][i]
+            o, n = int(old_pred[i]), int(new_pred[i])
             out[change].append(
                 {
                     "id": challenger.rows[i].id,
@@ -219,10 +233,10 @@ def flips(challenger: Scored, champion: Scored, head: str) -> dict[str, list[dic
                     "change": change,
                     "text": challenger.rows[i].text,
                     "gold": labels[int(challenger.gold[head][i])],
-                    "champion": labels[int(old.argmax())],
-                    "champion_score": round(float(old.max()), 4),
-                    "challenger": labels[int(new.argmax())],
-                    "challenger_score": round(float(new.max()), 4),
+                    "champion": labels[o],
+                    "champion_score": round(float(old[o]), 4),
+                    "challenger": labels[n],
+                    "challenger_score": round(float(new[n]), 4),
                 }
             )
         # broken: the challenger's most confident new mistakes first; fixed: the champion's.
@@ -281,7 +295,7 @@ def build_report(
     }
     flipped = None
     if champion is not None:
-        champion_heads = {head: head_metrics(champion.probs[head], champion.gold[head], HEADS[head]) for head in HEADS}
+        champion_heads = {head: champion.metrics(head) for head in HEADS}
         flipped = {head: flips(challenger, champion, head) for head in HEADS}
         metrics["compare"] = {
             "challenger_version": challenger.model_version,

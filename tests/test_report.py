@@ -147,6 +147,26 @@ def test_flips_split_into_fixed_and_broken() -> None:
     assert misclassified(challenger, "category")[0]["runner_up"] == "物流配送"
 
 
+def test_report_applies_the_models_label_thresholds_as_served() -> None:
+    """A 一级 probability above the model's 一级 threshold is a 一级 prediction in the report too."""
+    from eval.report import Scored, misclassified
+    from training.data import LabeledRow
+
+    row = LabeledRow(id="r0", text="热水器漏电，手一碰就发麻", category="产品质量", severity="二级", sentiment="不满", source="authored")
+    probs = {
+        "category": np.eye(10)[[1]] * 0.9 + 0.01,
+        "severity": np.array([[0.35, 0.6, 0.05]]),
+        "sentiment": np.array([[0.1, 0.7, 0.1, 0.1]]),
+    }
+    gold = {"category": np.array([1]), "severity": np.array([1]), "sentiment": np.array([1])}
+    plain = Scored([row], probs, gold, "m", Path("m"))
+    served = Scored([row], probs, gold, "m", Path("m"), decision_thresholds={"severity": {"一级": 0.32}})
+    assert not misclassified(plain, "severity")
+    [miss] = misclassified(served, "severity")
+    assert (miss["prediction"], miss["runner_up"], miss["score"]) == ("一级", "二级", 0.35)
+    assert served.metrics("severity")["accuracy"] == 0.0 and plain.metrics("severity")["accuracy"] == 1.0
+
+
 def test_slices_use_source_prefix_channel_and_length() -> None:
     from training.data import LabeledRow
 
