@@ -27,7 +27,9 @@ from triage_model.results import EscalationResult, LabelScore, SentimentScore, T
 from triage_model.schema import ALL_TRIGGERS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TIERS
 
 ESCALATION_SET_NAME = "escalation_eval.jsonl"
-DEFAULT_ESCALATION_SET = Path("labeled_data/escalation") / ESCALATION_SET_NAME
+ESCALATION_SET_IN_DATA = Path("escalation") / ESCALATION_SET_NAME
+"""Where the gold escalation set lives inside a labeled-data folder."""
+DEFAULT_ESCALATION_SET = Path("labeled_data") / ESCALATION_SET_IN_DATA
 GOLD_EMOTION = {label: (90.0 if label == "愤怒" else round(100.0 * w, 1)) for label, w in NEGATIVE_EMOTION_WEIGHTS.items()}
 """Emotion index a gold sentiment stands for: 愤怒 is clearly furious (≥ 80), the rest stay below."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.escalation_eval import ESCALATION_SET_NAME, evaluate_escalation
+from eval.escalation_eval import ESCALATION_SET_IN_DATA, evaluate_escalation
 from eval.metrics import head_metrics, multilabel_metrics
 from training.data import LabeledRow, load_labeled
 from triage_model.predictor import TriagePredictor
@@ -42,7 +42,7 @@ def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test", 
         heads[TRIGGER_HEAD] = multilabel_metrics(decisions.probs, decisions.gold, TEXT_TRIGGERS)
         heads["trigger_fusion"] = decisions.report()
     metrics = {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
-    esc_path = Path(data_dir) / "escalation" / ESCALATION_SET_NAME
+    esc_path = Path(data_dir) / ESCALATION_SET_IN_DATA
     if escalation and esc_path.exists():
         metrics["escalation"] = evaluate_escalation(esc_path, predictor=predictor)
     return metrics

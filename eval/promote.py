@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.evaluate import evaluate_split
 from eval.report import CRITICAL_SEVERITY, metric_deltas
-from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8_FILE, TOKENIZER_FILE
+from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8_FILE, TOKENIZER_FILE, TORCH_REFERENCE_FILE
 from triage_model.schema import HEADS
 
 SERVING_FILES: tuple[str, ...] = (ONNX_INT8_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE, CARD_FILE)
-OPTIONAL_FILES: tuple[str, ...] = ("torch_reference.json",)
+OPTIONAL_FILES: tuple[str, ...] = (TORCH_REFERENCE_FILE,)
 """Installed with the model when the export wrote them: the torch side of the int8 parity tests."""
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "promote.yaml"
 DECISION_FILE = "promote_decision.json"

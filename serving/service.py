@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +13,7 @@ from serving.gate import InferenceGate, QueueFull
 from serving.observability import ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS
 from serving.schemas import TriageRequest
 from serving.settings import Settings
-from triage_model.escalation import EscalationScorer, default_scorer
+from triage_model.escalation import EscalationScorer
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 from triage_model.schema import HEADS
@@ -36,8 +37,11 @@ def predict_and_score(
     return [scorer.score_into(res, it.text, it, now=now) for res, it in zip(results, items, strict=True)]
 
 
-def count(results: list[TriageResult], monitor: VolumeMonitor | None) -> None:
-    """Prometheus counters and the volume monitor see every served prediction."""
+def count(results: list[TriageResult], monitor: VolumeMonitor) -> None:
+    """Prometheus counters and the volume monitor see every served prediction.
+
+    The monitor gets one call per category in the batch (not per item): each call takes its lock and
+    sums the bucket history, which for a 64-item batch on the event loop would add up."""
     for res in results:
         for head in HEADS:
             PREDICTIONS.labels(head=head, label=getattr(res, head).label).inc()
@@ -45,8 +49,8 @@ def count(results: list[TriageResult], monitor: VolumeMonitor | None) -> None:
             ESCALATION_TIERS.labels(tier=res.escalation.tier).inc()
             for trig in res.escalation.triggers:
                 ESCALATION_TRIGGERS.labels(trigger=trig.name).inc()
-        if monitor is not None:
-            monitor.record(res.category.label)
+    for category, n in Counter(res.category.label for res in results).items():
+        monitor.record(category, n)
 
 
 async def triage_items(
@@ -54,15 +58,14 @@ async def triage_items(
     predictor: TriagePredictor,
     gate: InferenceGate,
     settings: Settings,
-    scorer: EscalationScorer | None = None,
-    monitor: VolumeMonitor | None = None,
+    scorer: EscalationScorer,
+    monitor: VolumeMonitor,
 ) -> list[TriageResult]:
     """Check limits, predict and score off the event loop under the inference gate, count.
 
     Items without ``received_at`` are scored as received now (UTC), one instant for the whole call.
     """
     check_limits(items, settings)
-    scorer = scorer or default_scorer()
     now = datetime.now(UTC)
     try:
         async with gate.slot():

@@ -54,6 +54,15 @@ def test_near_duplicates_fail_validation(tmp_path):
     assert any("near-duplicate of 't-0001'" in p.message for p in report.problems)
 
 
+def test_a_training_text_that_copies_an_escalation_eval_row_is_leakage(tmp_path):
+    leaked = "这已经是我第三次打电话了，冰箱还是不制冷，叫你们经理来"
+    write_jsonl(tmp_path / "complaints" / "a.jsonl", [row(1, "外卖洒了一半，骑手还说不关他的事"), row(2, leaked + "！")])
+    eval_row = {"id": "esc-0001", "text": leaked, "gold_triggers": [], "gold_tier": "L1"}
+    write_jsonl(tmp_path / "escalation" / "escalation_eval.jsonl", [eval_row])
+    problems = validate_dir(tmp_path, minimums=None).problems
+    assert [(p.line, "'esc-0001' (leakage)" in p.message) for p in problems] == [(2, True)]
+
+
 def test_a_shared_opening_phrase_fails_validation(tmp_path):
     rows = [row(i, f"尊敬的客服您好，第{i}号问题：{'甲乙丙丁戊己庚辛壬癸'[i % 10]}{i * 7919}") for i in range(250)]
     write_jsonl(tmp_path / "complaints" / "a.jsonl", rows)

@@ -10,11 +10,11 @@ import pytest
 from eval.metrics import head_metrics
 from tests.conftest import LABELED
 from training.data import load_labeled
-from triage_model.model_dir import DEFAULT_MODEL_DIR
+from triage_model.model_dir import DEFAULT_MODEL_DIR, TORCH_REFERENCE_FILE
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TRIGGER_HEAD, label_to_id
 
-REFERENCE = DEFAULT_MODEL_DIR / "torch_reference.json"
+REFERENCE = DEFAULT_MODEL_DIR / TORCH_REFERENCE_FILE
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from triage_model.model_dir import (
     ONNX_INT8_FILE,
     OUTPUT_NAMES_WITH_TRIGGERS,
     TOKENIZER_FILE,
+    TORCH_REFERENCE_FILE,
     read_meta,
     write_meta,
 )
@@ -128,9 +129,6 @@ def check_parity(model: MultiTaskTriageModel, model_dir: Path, texts: list[str],
     return ParityReport(diff, agreement)
 
 
-REFERENCE_FILE = "torch_reference.json"
-
-
 def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path, max_length: int, pad_id: int) -> dict:
     """The torch model's argmax on the fixed test split, shipped beside the ONNX graph.
 
@@ -188,7 +186,7 @@ def export(
     )
     if reference_data is not None:
         reference = torch_reference(model, out_dir, reference_data, meta.max_length, meta.pad_id)
-        (out_dir / REFERENCE_FILE).write_text(json.dumps(reference, ensure_ascii=False), encoding="utf-8")
+        (out_dir / TORCH_REFERENCE_FILE).write_text(json.dumps(reference, ensure_ascii=False), encoding="utf-8")
     if not report.fp32_ok:
         raise RuntimeError(f"ONNX fp32 logits differ from torch by {report.fp32_max_abs_diff:.2e} > {FP32_TOLERANCE}")
     return report

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from training.data import LabeledRow, data_files, split_for_id
-from training.validate import NEAR_DUP_JACCARD, char_ngrams
+from training.validate import NearDuplicateIndex
 from triage_model.corrections import LABEL_FIELDS, Correction, append_line, read_corrections
 from triage_model.normalize import normalize_text
 from triage_model.schema import HEADS
@@ -151,34 +150,6 @@ def _conflicts(group: list[Correction], merged_ids: set[str]) -> dict[str, list[
     return out
 
 
-class _NearDuplicates:
-    """Character 5-gram index of the labeled texts, so a new row that ``triage data validate`` would flag
-    as a near-duplicate (Jaccard > 0.6) is reported instead of added. Built only when needed."""
-
-    def __init__(self, texts: dict[str, str]) -> None:
-        self.ids = list(texts)
-        self.grams = [char_ngrams(t) for t in texts.values()]
-        self.index: dict[str, list[int]] = {}
-        for i, grams in enumerate(self.grams):
-            for g in grams:
-                self.index.setdefault(g, []).append(i)
-
-    def add(self, row_id: str, text: str) -> None:
-        self.ids.append(row_id)
-        self.grams.append(char_ngrams(text))
-        for g in self.grams[-1]:
-            self.index.setdefault(g, []).append(len(self.ids) - 1)
-
-    def find(self, text: str) -> tuple[str, float] | None:
-        grams = char_ngrams(text)
-        shared = Counter(i for g in grams for i in self.index.get(g, ()))
-        for i, inter in shared.most_common():
-            union = len(grams) + len(self.grams[i]) - inter
-            if union and inter / union > NEAR_DUP_JACCARD:
-                return self.ids[i], inter / union
-        return None
-
-
 class _Merger:
     """One merge run: the data files in memory, the text index, and what changed."""
 
@@ -193,7 +164,7 @@ class _Merger:
                 if line.obj is not None and isinstance(line.obj.get("text"), str):
                     self.by_text.setdefault(normalize_text(line.obj["text"]), (path, line))
         self.changed: set[Path] = set()
-        self._near: _NearDuplicates | None = None
+        self._near: NearDuplicateIndex | None = None
 
     def update_row(self, key: str, labels: dict[str, object], ids: list[str], result: MergeResult) -> tuple[str, str] | None:
         """Relabel the row with this text; returns the ledger action, or None if it must wait."""
@@ -242,7 +213,9 @@ class _Merger:
             result.issues.append(Issue("invalid", ids, err.errors()[0]["msg"], _preview(text)))
             return None
         if self._near is None:
-            self._near = _NearDuplicates({str(line.obj.get("id")): line.obj["text"] for _, line in self.by_text.values()})
+            self._near = NearDuplicateIndex()
+            for _, line in self.by_text.values():
+                self._near.add(str(line.obj.get("id")), line.obj["text"])
         near = self._near.find(text)
         if near is not None:
             detail = f"near-duplicate of row {near[0]} (5-gram Jaccard {near[1]:.2f}): correct that row, or add this text by hand"

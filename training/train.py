@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
+from eval.escalation_eval import ESCALATION_SET_NAME
 from eval.metrics import head_metrics, multilabel_metrics
 from training.base_model import ensure_base_encoder
 from training.calibrate import fit_temperature
@@ -246,7 +247,7 @@ def train(cfg: TrainConfig) -> Path:
     extra_rows: list[LabeledRow] = []
     if not cfg.limit_train_rows:
         for extra in cfg.extra_train_files:
-            if extra.name == "escalation_eval.jsonl":
+            if extra.name == ESCALATION_SET_NAME:
                 raise ValueError(f"{extra}: the escalation eval set is a test set and never trains a model")
             extra_rows += escalation_rows(Path(cfg.data_dir) / extra)
         train_rows = train_rows + extra_rows

@@ -8,14 +8,14 @@ the escalation eval set (a test set: no training-side text may near-duplicate on
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
+from eval.escalation_eval import ESCALATION_SET_IN_DATA
 from training.data import LabeledRow, LoadedData, Problem, label_counts, load_labeled, split_for_id
+from triage_model.io import read_jsonl
 from triage_model.normalize import normalize_text
 
 NEAR_DUP_JACCARD = 0.6
@@ -55,27 +55,50 @@ def char_ngrams(text: str, n: int = NGRAM) -> set[str]:
     return {t[i : i + n] for i in range(len(t) - n + 1)}
 
 
+class NearDuplicateIndex:
+    """Character 5-gram inverted index of texts: which stored texts a new one near-duplicates
+    (Jaccard > ``threshold``), far below O(n²) in practice. Used by validation, the escalation-eval
+    leak check and ``merge-corrections``."""
+
+    def __init__(self, threshold: float = NEAR_DUP_JACCARD) -> None:
+        self.threshold = threshold
+        self.ids: list[str] = []
+        self.grams: list[set[str]] = []
+        self.index: dict[str, list[int]] = defaultdict(list)
+
+    def add(self, row_id: str, text: str) -> None:
+        self._add(row_id, char_ngrams(text))
+
+    def _add(self, row_id: str, grams: set[str]) -> None:
+        self.ids.append(row_id)
+        self.grams.append(grams)
+        for g in grams:
+            self.index[g].append(len(self.ids) - 1)
+
+    def _matches(self, grams: set[str]) -> list[tuple[int, float]]:
+        """(position, jaccard) of stored texts above the threshold, most shared 5-grams first."""
+        shared = Counter(i for g in grams for i in self.index.get(g, ()))
+        out = []
+        for i, inter in shared.most_common():
+            union = len(grams) + len(self.grams[i]) - inter
+            if union and inter / union > self.threshold:
+                out.append((i, inter / union))
+        return out
+
+    def find(self, text: str) -> tuple[str, float] | None:
+        """The first stored near-duplicate of ``text`` (id, jaccard), or None."""
+        matches = self._matches(char_ngrams(text))
+        return (self.ids[matches[0][0]], matches[0][1]) if matches else None
+
+
 def near_duplicates(rows: list[LabeledRow], threshold: float = NEAR_DUP_JACCARD) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, jaccard) above ``threshold``; an inverted index keeps it far below O(n²) in practice."""
-    grams = [char_ngrams(r.text) for r in rows]
-    index: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(grams):
-        for gram in g:
-            index[gram].append(i)
+    """Pairs (i, j, jaccard) with i < j above ``threshold``: each row is checked against the rows before it."""
+    index = NearDuplicateIndex(threshold)
     pairs = []
-    for i, g in enumerate(grams):
-        if not g:
-            continue
-        shared: Counter = Counter()
-        for gram in g:
-            for j in index[gram]:
-                if j > i:
-                    shared[j] += 1
-        for j, inter in shared.items():
-            union = len(g) + len(grams[j]) - inter
-            jac = inter / union if union else 0.0
-            if jac > threshold:
-                pairs.append((i, j, jac))
+    for j, row in enumerate(rows):
+        grams = char_ngrams(row.text)
+        pairs += [(i, j, jac) for i, jac in index._matches(grams)] if grams else []
+        index._add(row.id, grams)
     return pairs
 
 
@@ -145,38 +168,38 @@ def validate(data: LoadedData, minimums: Minimums | None = None) -> Report:
     return Report(problems, warnings, counts, len(rows))
 
 
-ESCALATION_EVAL = Path("escalation") / "escalation_eval.jsonl"
 ESCALATION_TRAINING_SIDE = (Path("escalation") / "escalation_dev.jsonl",)
 
 
-def _escalation_texts(path: Path) -> list[SimpleNamespace]:
+def _escalation_texts(path: Path) -> list[tuple[str, str, tuple[str, int]]]:
+    """(id, text, (file, line)) of an escalation-set file; malformed lines are the escalation loaders' to report."""
     if not path.exists():
         return []
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            r = json.loads(line)
-            out.append(SimpleNamespace(id=r["id"], text=r["text"], where=(str(path), lineno)))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # the escalation loaders report malformed rows; here only texts matter
-    return out
+    return [
+        (r["id"], r["text"], (str(path), lineno))
+        for lineno, r, error in read_jsonl(path)
+        if not error and isinstance(r.get("id"), str) and isinstance(r.get("text"), str)
+    ]
 
 
 def escalation_eval_leaks(data_dir: Path, rows: list[LabeledRow], loc: dict[str, tuple[str, int]]) -> list[Problem]:
     """Training-side texts (complaints of any split, the escalation dev file) that near-duplicate an
-    escalation eval row: the eval set measures the trigger head, so it must stay unseen."""
-    held_out = _escalation_texts(Path(data_dir) / ESCALATION_EVAL)
-    if not held_out:
+    escalation eval row: the eval set measures the trigger head, so it must stay unseen. Only the small
+    eval set is indexed; each training-side text is looked up in it once."""
+    held_out = NearDuplicateIndex()
+    for row_id, text, _ in _escalation_texts(Path(data_dir) / ESCALATION_SET_IN_DATA):
+        held_out.add(row_id, text)
+    if not held_out.ids:
         return []
-    side = [SimpleNamespace(id=r.id, text=r.text, where=loc.get(r.id, ("?", 0))) for r in rows]
+    side = [(r.id, r.text, loc.get(r.id, ("?", 0))) for r in rows]
     for rel in ESCALATION_TRAINING_SIDE:
         side += _escalation_texts(Path(data_dir) / rel)
-    both = side + held_out
     problems = []
-    for i, j, jac in near_duplicates(both):  # i < j: a training-side row first
-        if i < len(side) <= j:
-            a, b = side[i], held_out[j - len(side)]
-            problems.append(Problem(*a.where, f"near-duplicate of escalation eval row {b.id!r} (leakage): 5-gram Jaccard {jac:.2f}"))
+    for _, text, where in side:
+        for i, jac in held_out._matches(char_ngrams(text)):
+            problems.append(
+                Problem(*where, f"near-duplicate of escalation eval row {held_out.ids[i]!r} (leakage): 5-gram Jaccard {jac:.2f}")
+            )
     return problems
 
 

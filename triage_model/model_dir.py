@@ -18,6 +18,8 @@ META_FILE = "triage_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
+TORCH_REFERENCE_FILE = "torch_reference.json"
+"""torch's test-split predictions, recorded at export: the torch side of the int8 parity tests."""
 ONNX_FP32_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 INPUT_NAMES = ["input_ids", "attention_mask"]
