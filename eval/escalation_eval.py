@@ -33,9 +33,6 @@ DEFAULT_ESCALATION_SET = Path("labeled_data") / ESCALATION_SET_IN_DATA
 GOLD_EMOTION = {label: (90.0 if label == "愤怒" else round(100.0 * w, 1)) for label, w in NEGATIVE_EMOTION_WEIGHTS.items()}
 """Emotion index a gold sentiment stands for: 愤怒 is clearly furious (≥ 80), the rest stay below."""
 
-TARGET_TRIGGER_F1 = 0.90
-TARGET_FALSE_ESCALATION = 0.03
-
 
 @dataclass(frozen=True)
 class EscalationRow:
@@ -180,25 +177,4 @@ def evaluate_escalation(
         metrics = escalation_metrics(rows, score_rows(rows, heads, scorer))
         out[mode] = metrics
         out["summary"][mode] = summary_of(metrics)
-    return out
-
-
-def errors(data_path: Path, scorer: EscalationScorer | None = None) -> list[dict]:
-    """Gold-heads disagreements (for a DEV set: the test set must not be tuned on, see GUIDELINE §7.3)."""
-    rows = load_rows(data_path)
-    scorer = scorer or EscalationScorer()
-    out = []
-    for r, p in zip(rows, score_rows(rows, [gold_heads(r) for r in rows], scorer), strict=True):
-        fired = {t.name for t in p.triggers}
-        if fired != set(r.gold_triggers) or p.tier != r.gold_tier:
-            out.append(
-                {
-                    "id": r.id,
-                    "text": r.text,
-                    "gold": sorted(r.gold_triggers),
-                    "got": sorted(fired),
-                    "gold_tier": r.gold_tier,
-                    "tier": p.tier,
-                }
-            )
     return out

@@ -157,8 +157,9 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
         decision = Decision(True, config.tolerance, note=f"no champion at {champion}: installed as the first model")
         _write_decision(decision, report_dir)
         return decision
-    challenger_eval = evaluate_split(challenger, config.data_dir, config.split)
-    champion_eval = evaluate_split(champion, config.data_dir, config.split)
+    # the gate reads only the heads: the escalation-set evaluation inside evaluate_split is not needed here
+    challenger_eval = evaluate_split(challenger, config.data_dir, config.split, escalation=False)
+    champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False)
     checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance)
     decision = Decision(
         all(c.ok for c in checks),

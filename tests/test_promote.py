@@ -63,8 +63,8 @@ def evaluator(monkeypatch: pytest.MonkeyPatch, dirs: dict[str, Path]):
     """Replace the test-split evaluation with chosen numbers: champion fixed, challenger set per test."""
     chosen: dict[str, dict] = {}
 
-    def fake(model_dir: Path, data_dir: Path, split: str = "test") -> dict:
-        assert split == "test" and Path(data_dir) == dirs["data"]
+    def fake(model_dir: Path, data_dir: Path, split: str = "test", escalation: bool = True) -> dict:
+        assert split == "test" and Path(data_dir) == dirs["data"] and not escalation
         is_champion = Path(model_dir) == dirs["champion"]
         version = "champion-v1" if is_champion else "challenger-v2"
         return {"model_version": version, "split": split, "n": 30, "heads": CHAMPION if is_champion else chosen["heads"]}

@@ -163,9 +163,7 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     }
 
 
-def export(
-    model_dir: Path, out_dir: Path, parity_texts: list[str] | None = None, int8: bool = True, reference_data: Path | None = None
-) -> ParityReport:
+def export(model_dir: Path, out_dir: Path, int8: bool = True, reference_data: Path | None = None) -> ParityReport:
     """Export ``model_dir`` (torch) to ``out_dir`` (ONNX + tokenizer + metadata + card)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = read_meta(model_dir)
@@ -179,7 +177,7 @@ def export(
             shutil.copyfile(model_dir / name, out_dir / name)
     meta.onnx_file = ONNX_INT8_FILE if int8 else ONNX_FP32_FILE
     write_meta(out_dir, meta)
-    report = check_parity(model, out_dir, parity_texts or PARITY_TEXTS, meta.max_length, meta.pad_id)
+    report = check_parity(model, out_dir, PARITY_TEXTS, meta.max_length, meta.pad_id)
     (out_dir / "parity.json").write_text(
         json.dumps({"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2),
         encoding="utf-8",

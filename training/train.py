@@ -242,10 +242,10 @@ def train(cfg: TrainConfig) -> Path:
         details = "\n".join(str(p) for p in data.problems[:20])
         raise ValueError(f"{len(data.problems)} data problems; run `triage data validate`:\n{details}")
     train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
-    if cfg.limit_train_rows:
-        train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
     extra_rows: list[LabeledRow] = []
-    if not cfg.limit_train_rows:
+    if cfg.limit_train_rows:  # smoke runs: a sample of the complaints only
+        train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
+    else:
         for extra in cfg.extra_train_files:
             if extra.name == ESCALATION_SET_NAME:
                 raise ValueError(f"{extra}: the escalation eval set is a test set and never trains a model")

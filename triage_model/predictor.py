@@ -58,6 +58,10 @@ class TriagePredictor:
         self.metrics = metrics
         self.output_names = [o.name for o in session.get_outputs()]  # checked in from_pretrained
         self.has_trigger_head = TRIGGER_OUTPUT in self.output_names
+        self.widths = {h: len(labels) for h, labels in HEADS.items()}
+        """Probability columns per output, in ``output_names`` order."""
+        if self.has_trigger_head:
+            self.widths[TRIGGER_HEAD] = len(TEXT_TRIGGERS)
         self.emotion_weights = np.array([NEGATIVE_EMOTION_WEIGHTS[s] for s in HEADS["sentiment"]])
 
     @property
@@ -107,10 +111,7 @@ class TriagePredictor:
 
     def _check_output_shapes(self) -> None:
         probs = self._run(["测试"])
-        expected = {h: len(labels) for h, labels in HEADS.items()}
-        if self.has_trigger_head:
-            expected[TRIGGER_HEAD] = len(TEXT_TRIGGERS)
-        for head, k in expected.items():
+        for head, k in self.widths.items():
             if probs[head].shape != (1, k):
                 raise ModelLoadError(f"{self.model_dir}: {head} head gives {probs[head].shape[1]} logits, schema has {k}")
 
@@ -132,15 +133,12 @@ class TriagePredictor:
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
         """Calibrated probabilities per head for already-prepared (normalised) texts, in input order."""
         n = len(texts)
-        widths = {h: len(labels) for h, labels in HEADS.items()}
-        if self.has_trigger_head:
-            widths[TRIGGER_HEAD] = len(TEXT_TRIGGERS)
-        out = {h: np.zeros((n, k), dtype=np.float32) for h, k in widths.items()}
+        out = {h: np.zeros((n, k), dtype=np.float32) for h, k in self.widths.items()}
         order = sorted(range(n), key=lambda i: len(texts[i]))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             probs = self._run([texts[i] for i in idx])
-            for h in widths:
+            for h in self.widths:
                 out[h][idx] = probs[h]
         return out
 

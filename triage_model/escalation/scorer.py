@@ -50,9 +50,7 @@ class EscalationScorer:
         when the context has no ``received_at`` (default: the current UTC time).
         """
         ctx = EscalationContext.coerce(context)
-        received_at = self._aware(ctx.received_at) or now or datetime.now(UTC)
-        if received_at.tzinfo is None:
-            received_at = received_at.replace(tzinfo=self.tz)
+        received_at = self._aware(ctx.received_at or now) or datetime.now(UTC)
         ctx = ctx.model_copy(update={"tier_entered_at": self._aware(ctx.tier_entered_at)})
 
         evidence: dict[str, TextEvidence | FieldEvidence] = {}

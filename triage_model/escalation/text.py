@@ -19,10 +19,10 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from triage_model.escalation.policy import USER_DICT_PATH, Segmentation
+from triage_model.normalize import _t2s
 
 _TOKENIZERS: dict[Path, object] = {}
 _TOKENIZER_LOCK = threading.Lock()
@@ -49,13 +49,6 @@ def get_tokenizer(user_dict: Path = USER_DICT_PATH):
                 tok.load_userdict(str(user_dict))
             _TOKENIZERS[user_dict] = tok
     return tok
-
-
-@lru_cache(maxsize=1)
-def _t2s():
-    import opencc
-
-    return opencc.OpenCC("t2s")
 
 
 def _fold_char(ch: str) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import chinese_calendar
+
 from triage_model.escalation.policy import CalendarPolicy
 
 DAY = timedelta(days=1)
@@ -35,10 +37,8 @@ class WorkdayCalendar:
         if d in self.extra_holidays:
             return False
         try:
-            import chinese_calendar
-
             return bool(chinese_calendar.is_workday(d))
-        except (NotImplementedError, ImportError):
+        except NotImplementedError:  # a year the package has no data for
             return self.fallback_is_workday(d)
 
     def fallback_is_workday(self, d: date) -> bool:
