@@ -1,4 +1,4 @@
-"""Prometheus metrics and structured JSON logs (no complaint text unless explicitly enabled)."""
+"""Prometheus metrics and structured JSON logs (never the complaint text: privacy)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "route", "status", "latency_ms", "items", "model_version", "text"):
+        for key in ("request_id", "route", "status", "latency_ms", "model_version"):
             if hasattr(record, key):
                 payload[key] = getattr(record, key)
         if record.exc_info:

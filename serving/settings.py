@@ -23,7 +23,6 @@ class Settings(BaseModel):
     max_queue: int = 64
     api_keys: list[str] = Field(default_factory=list, description="if set, X-API-Key must be one of these")
     admin_keys: list[str] = Field(default_factory=list, description="keys allowed to call /v1/admin/*")
-    log_text: bool = Field(False, description="log complaint text (off by default: privacy)")
     corrections_dir: Path = Field(Path("labeled_data/corrections"), description="where POST /v1/feedback appends <YYYY-MM>.jsonl")
     escalation_policy: Path | None = Field(None, description="escalation policy YAML; None = the packaged one")
     alert_window_s: int = Field(900, gt=0, description="volume alerts: recent window (seconds)")
@@ -45,7 +44,6 @@ class Settings(BaseModel):
             "intra_op_threads": opt_int("TRIAGE_THREADS"),
             "api_keys": _env_list("TRIAGE_API_KEYS"),
             "admin_keys": _env_list("TRIAGE_ADMIN_KEYS"),
-            "log_text": env.get("TRIAGE_LOG_TEXT", "").lower() in ("1", "true", "yes"),
             "corrections_dir": Path(env["TRIAGE_CORRECTIONS_DIR"]) if env.get("TRIAGE_CORRECTIONS_DIR") else None,
             "escalation_policy": Path(env["TRIAGE_ESCALATION_POLICY"]) if env.get("TRIAGE_ESCALATION_POLICY") else None,
             "alert_ratio": float(env["TRIAGE_ALERT_RATIO"]) if env.get("TRIAGE_ALERT_RATIO") else None,

@@ -137,22 +137,13 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     """
     from eval.metrics import head_metrics
     from training.data import load_labeled
+    from training.train import make_collate, predict_in_row_order, to_dataset
     from triage_model.decision import softmax
-    from triage_model.schema import label_to_id
 
     rows = load_labeled(data_dir).split("test")
     tok = load_tokenizer(model_dir / TOKENIZER_FILE)
-    encoded = encode_texts(tok, [normalize_text(r.text) for r in rows], max_length)
-    order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
-    names = (*HEADS, TRIGGER_HEAD)
-    logits = {h: np.zeros((len(rows), len(v)), dtype=np.float32) for h, v in HEADS.items()}
-    logits[TRIGGER_HEAD] = np.zeros((len(rows), model.trigger_head.out_features), dtype=np.float32)
-    for start in range(0, len(order), 64):
-        idx = order[start : start + 64]
-        ids, mask = pad_batch([encoded[i] for i in idx], pad_id)
-        for h, out in zip(names, _torch_logits(model, ids, mask), strict=True):
-            logits[h][idx] = out
-    gold = {h: [label_to_id(h, getattr(r, h)) for r in rows] for h in HEADS}
+    ds = to_dataset(rows, tok, max_length).remove_columns("text")
+    logits, gold = predict_in_row_order(model, ds, 64, make_collate(pad_id))
     return {
         "split": "test",
         "ids": [r.id for r in rows],
