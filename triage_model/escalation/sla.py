@@ -44,9 +44,9 @@ class TierUsage:
 class TierClock:
     """Tier deadlines and elapsed-time fractions under one policy and working-day calendar."""
 
-    def __init__(self, policy: EscalationPolicy, calendar: WorkdayCalendar | None = None) -> None:
+    def __init__(self, policy: EscalationPolicy) -> None:
         self.policy = policy
-        self.calendar = calendar or WorkdayCalendar(policy.calendar, policy.timezone)
+        self.calendar = WorkdayCalendar(policy.calendar, policy.timezone)
 
     def due(self, tier: str, start: datetime) -> datetime:
         """When a complaint that entered ``tier`` at ``start`` must be resolved."""

@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from triage_model.escalation.policy import USER_DICT_PATH, Segmentation
+from triage_model.escalation.policy import USER_DICT_PATH
 from triage_model.normalize import _t2s
 
 _TOKENIZERS: dict[Path, object] = {}
@@ -104,7 +104,6 @@ class PreparedText:
     def build(
         cls,
         text: str,
-        seg: Segmentation,
         compiled: dict[str, re.Pattern[str]],
         user_dict: Path = USER_DICT_PATH,
         max_chars: int | None = None,

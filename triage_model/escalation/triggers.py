@@ -146,7 +146,7 @@ class TextTriggerDetector:
             self.patterns[trigger] = compiled
 
     def prepare(self, text: str) -> PreparedText:
-        return PreparedText.build(text, self.policy.segmentation, self.segmentation, self.user_dict, self.policy.max_scan_chars)
+        return PreparedText.build(text, self.segmentation, self.user_dict, self.policy.max_scan_chars)
 
     # -- candidate checks -------------------------------------------------------------------------
 
