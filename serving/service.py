@@ -14,6 +14,7 @@ from serving.observability import ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICT
 from serving.schemas import TriageRequest
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
+from triage_model.pipeline import triage_texts
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 from triage_model.schema import HEADS
@@ -33,8 +34,7 @@ def predict_and_score(
 ) -> list[TriageResult]:
     """Heads, then escalation on each item's own text and context (one worker-thread call: both are
     CPU work, and the first scoring call may load jieba)."""
-    results = predictor.predict([it.text for it in items], batch_size)
-    return [scorer.score_into(res, it.text, it, now=now) for res, it in zip(results, items, strict=True)]
+    return triage_texts(predictor, scorer, [it.text for it in items], items, now=now, batch_size=batch_size)
 
 
 def count(results: list[TriageResult], monitor: VolumeMonitor) -> None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from triage_model.escalation import EscalationContext, EscalationScorer, load_policy
 from triage_model.escalation.models import CONTEXT_FIELDS
 from triage_model.io import read_records, write_records
+from triage_model.pipeline import triage_texts
 from triage_model.predictor import TriagePredictor
 
 CHUNK_ROWS = 256
@@ -64,9 +65,9 @@ def predict_file(
     pending: list[tuple[int, dict]] = []
 
     def flush() -> None:
-        results = predictor.predict([rec["text"] for _, rec in pending], batch_size)
-        for (slot, rec), res in zip(pending, results, strict=True):
-            scored = scorer.score_into(res, rec["text"], row_context(rec), now=started)
+        recs = [rec for _, rec in pending]
+        results = triage_texts(predictor, scorer, [r["text"] for r in recs], [row_context(r) for r in recs], now=started, batch_size=batch_size)
+        for (slot, rec), scored in zip(pending, results, strict=True):
             out[slot] = {**rec, **scored.model_dump(mode="json", exclude_none=True)}
         stats["ok"] += len(pending)
         pending.clear()
