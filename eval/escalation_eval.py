@@ -16,63 +16,17 @@ text trigger fires that the gold does not have).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from eval.metrics import prf_from_counts
 from triage_model.escalation import EscalationScorer
+from triage_model.labeled_data import DEFAULT_ESCALATION_SET, EscalationRow, load_escalation_rows
+from triage_model.metrics import prf_from_counts
 from triage_model.results import EscalationResult, LabelScore, SentimentScore, TriageResult
 from triage_model.schema import ALL_TRIGGERS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TIERS
 
-ESCALATION_SET_NAME = "escalation_eval.jsonl"
-ESCALATION_SET_IN_DATA = Path("escalation") / ESCALATION_SET_NAME
-"""Where the gold escalation set lives inside a labeled-data folder."""
-DEFAULT_ESCALATION_SET = Path("labeled_data") / ESCALATION_SET_IN_DATA
 GOLD_EMOTION = {label: (90.0 if label == "愤怒" else round(100.0 * w, 1)) for label, w in NEGATIVE_EMOTION_WEIGHTS.items()}
 """Emotion index a gold sentiment stands for: 愤怒 is clearly furious (≥ 80), the rest stay below."""
-
-
-@dataclass(frozen=True)
-class EscalationRow:
-    id: str
-    text: str
-    category: str
-    severity: str
-    sentiment: str
-    context: dict
-    gold_triggers: frozenset[str]
-    gold_tier: str
-    trap: bool
-
-
-def load_rows(path: Path) -> list[EscalationRow]:
-    rows = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            unknown = set(r["gold_triggers"]) - set(ALL_TRIGGERS)
-            if unknown or r["gold_tier"] not in TIERS:
-                raise ValueError(f"{path}:{lineno}: unknown triggers {sorted(unknown)} or tier {r['gold_tier']!r}")
-            rows.append(
-                EscalationRow(
-                    id=r["id"],
-                    text=r["text"],
-                    category=r["category"],
-                    severity=r["severity"],
-                    sentiment=r["sentiment"],
-                    context=r.get("context") or {},
-                    gold_triggers=frozenset(r["gold_triggers"]),
-                    gold_tier=r["gold_tier"],
-                    trap=bool(r.get("trap")),
-                )
-            )
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
 
 
 def gold_heads(row: EscalationRow) -> TriageResult:
@@ -152,7 +106,7 @@ def evaluate_escalation(
 
     Returns ``{"policy_version", "data", "summary": {mode: ...}, mode: full metrics, ...}``.
     """
-    rows = load_rows(data_path)
+    rows = load_escalation_rows(data_path)
     scorer = scorer or EscalationScorer()
     out: dict = {"policy_version": scorer.policy.version, "data": str(data_path), "summary": {}}
     predicted = predictor.predict([r.text for r in rows]) if predictor is not None else None

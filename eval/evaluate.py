@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.escalation_eval import ESCALATION_SET_IN_DATA, evaluate_escalation
-from eval.metrics import head_metrics, multilabel_metrics
-from training.data import LabeledRow, load_labeled
+from eval.escalation_eval import evaluate_escalation
+from triage_model.labeled_data import ESCALATION_SET_IN_DATA, LabeledRow, load_labeled
+from triage_model.metrics import head_metrics, multilabel_metrics
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.trigger_decisions import decide_rows
 
 
 def split_rows(data_dir: Path, split: str) -> list[LabeledRow]:
@@ -36,7 +37,6 @@ def evaluate_split(model_dir: Path | None, data_dir: Path, split: str = "test", 
     thresholds = predictor.meta.decision_thresholds
     heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h)) for h in HEADS}
     if TRIGGER_HEAD in probs:
-        from training.trigger_fit import decide_rows
 
         decisions = decide_rows(probs[TRIGGER_HEAD], rows, predictor.meta.trigger_thresholds)
         heads[TRIGGER_HEAD] = multilabel_metrics(decisions.probs, decisions.gold, TEXT_TRIGGERS)

@@ -10,7 +10,7 @@ Writes into ``--out``:
   Excel shows Chinese; ``flips.csv`` likewise for the flipped examples of a comparison;
 * ``metrics.json`` — every number in the report.
 
-The metrics come from ``eval.metrics.head_metrics``, the same code training and ``triage evaluate`` use.
+The metrics come from ``triage_model.metrics.head_metrics``, the same code training and ``triage evaluate`` use.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from eval.evaluate import predict_rows
-from eval.metrics import head_metrics, reliability_bins
-from training.data import LabeledRow, load_labeled, load_labeled_files
 from triage_model.decision import decide
+from triage_model.labeled_data import LabeledRow, load_labeled, load_labeled_files
+from triage_model.metrics import head_metrics, reliability_bins
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.trigger_decisions import decide_rows
 
 HTML_FILE = "report.html"
 CSV_FILE = "misclassified.csv"
@@ -40,7 +41,6 @@ FLIPS_FILE = "flips.csv"
 METRICS_FILE = "metrics.json"
 
 HEAD_TITLES: dict[str, str] = {"category": "类别 category", "severity": "严重等级 severity", "sentiment": "情绪 sentiment"}
-CRITICAL_SEVERITY = "一级"
 LENGTH_BUCKETS: tuple[tuple[int, str], ...] = ((50, "≤50 字"), (150, "51–150 字"), (400, "151–400 字"))
 LONG_BUCKET = ">400 字"
 SLICE_TITLES: dict[str, str] = {"source": "数据来源 source", "channel": "渠道 channel", "length": "文本长度 length"}
@@ -174,7 +174,6 @@ def trigger_review(scored: Scored, limit: int | None = None) -> tuple[dict, list
     P/R/F1 per signal, and the wrong decisions, the head's most confident first."""
     if TRIGGER_HEAD not in scored.probs:
         return {}, []
-    from training.trigger_fit import decide_rows
 
     d = decide_rows(scored.probs[TRIGGER_HEAD], scored.rows, scored.trigger_thresholds or {})
     errors = []

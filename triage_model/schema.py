@@ -24,6 +24,8 @@ CATEGORIES: Final[tuple[str, ...]] = (
 )
 
 SEVERITIES: Final[tuple[str, ...]] = ("一级", "二级", "三级")
+CRITICAL_SEVERITY: Final[str] = SEVERITIES[0]
+"""一级/紧急: the grade whose misses cost most (recall is gated, the decision has its own threshold)."""
 
 SENTIMENTS: Final[tuple[str, ...]] = ("愤怒", "不满", "中性", "正面")
 

@@ -29,10 +29,62 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {f"p{p}": round(float(np.percentile(arr, p)), 2) for p in (50, 95, 99)}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_isa() -> str:
+    """The widest SIMD the int8/fp32 kernels can use: AVX-512-VNNI, AVX-512, AVX2 or older."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown"
+    if "avx512_vnni" in flags:
+        return "AVX-512-VNNI"
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags:
+        return "AVX2"
+    return "pre-AVX2"
+
+
+def matmul_gmacs(n: int = 2048, seconds: float = 1.0) -> float:
+    """The machine's fp32 matmul speed (GMAC/s) on an n×n product: the ceiling every timing is read against."""
+    import time
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up
+    runs, start = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+    return round(runs * n**3 / (time.perf_counter() - start) / 1e9, 1)
+
+
 def machine() -> dict[str, object]:
+    """CPU model, ISA, core count and fp32 matmul GMAC/s: printed beside every figure, since a timing
+    measured on one CPU is not a fact about another."""
     import os
 
-    return {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
+    return {
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
+        "cpu_count": os.cpu_count(),
+        "fp32_matmul_gmacs": matmul_gmacs(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def machine_line(info: dict[str, object]) -> str:
+    return f"CPU: {info['cpu']} · {info['isa']} · {info['cpu_count']} cores · fp32 matmul {info['fp32_matmul_gmacs']} GMAC/s"
 
 
 def write_results(name: str, results: dict, table: str) -> Path:

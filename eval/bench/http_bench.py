@@ -102,7 +102,7 @@ def main() -> None:
 
     port = free_port()
     base = f"http://{HOST}:{port}"
-    cmd = [sys.executable, "-m", "triage_model.cli", "serve", "--host", HOST, "--port", str(port)]
+    cmd = [sys.executable, "-m", "triage_cli.main", "serve", "--host", HOST, "--port", str(port)]
     if args.model:
         cmd += ["--model", str(args.model)]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TRIAGE_MAX_QUEUE": "256"})

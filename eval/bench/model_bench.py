@@ -1,8 +1,8 @@
-"""Model throughput: torch fp32 vs onnxruntime fp32 vs onnxruntime int8, in one run.
+"""Model throughput: onnxruntime fp32 vs onnxruntime int8 of one exported model, in one run.
 
-    python -m eval.bench.model_bench --torch-model runs/default --onnx-model runs/default-onnx
+    python -m eval.bench.model_bench --onnx-model triage_model/default_model
 
-Batch 1 and 16, texts of 20/100/400 characters; prints a Markdown table and the int8/torch ratio,
+Batch 1 and 16, texts of 20/100/400 characters; prints a Markdown table and the int8/fp32 ratio,
 writes eval/bench/results/model_bench.{json,md}.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench.common import machine, text_of_length, write_results
+from eval.bench.common import machine, machine_line, text_of_length, write_results
 from triage_model.model_dir import ONNX_FP32_FILE, ONNX_INT8_FILE, TOKENIZER_FILE, read_meta
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
 
@@ -33,8 +33,7 @@ def _time(fn, min_seconds: float, min_runs: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx-model", type=Path, required=True, help="exported model dir with model.onnx and model.int8.onnx")
-    parser.add_argument("--torch-model", type=Path, help="trained torch model dir (omit to skip torch)")
+    parser.add_argument("--onnx-model", type=Path, required=True, help="exported model dir (model.onnx and/or model.int8.onnx)")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum timing per cell")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for both runtimes")
     args = parser.parse_args()
@@ -51,21 +50,6 @@ def main() -> None:
         if (args.onnx_model / file).exists():
             sess = ort.InferenceSession(str(args.onnx_model / file), options, providers=["CPUExecutionProvider"])
             runners[name] = lambda ids, mask, s=sess: s.run(None, {"input_ids": ids, "attention_mask": mask})
-    if args.torch_model:
-        import torch
-
-        from triage_model.modeling import MultiTaskTriageModel
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        model = MultiTaskTriageModel.load(args.torch_model)
-
-        def run_torch(ids, mask):
-            with torch.inference_mode():
-                return model(torch.from_numpy(ids), torch.from_numpy(mask))
-
-        runners = {"torch_fp32": run_torch, **runners}
-
     rows = []
     for length in LENGTHS:
         for batch in BATCHES:
@@ -77,19 +61,20 @@ def main() -> None:
                 seconds = _time(lambda run=run, ids=ids_np, mask=mask_np: run(ids, mask), args.seconds)
                 cell[f"{name}_ms"] = round(seconds * 1000, 2)
                 cell[f"{name}_texts_per_s"] = round(batch / seconds, 1)
-            if "torch_fp32_ms" in cell and "ort_int8_ms" in cell:
-                cell["int8_vs_torch_speedup"] = round(cell["torch_fp32_ms"] / cell["ort_int8_ms"], 2)
+            if "ort_fp32_ms" in cell and "ort_int8_ms" in cell:
+                cell["int8_vs_fp32_speedup"] = round(cell["ort_fp32_ms"] / cell["ort_int8_ms"], 2)
             rows.append(cell)
             print(cell, flush=True)
 
     names = list(runners)
-    header = "| chars | batch | tokens | " + " | ".join(f"{n} ms (texts/s)" for n in names) + " | int8 vs torch |"
+    header = "| chars | batch | tokens | " + " | ".join(f"{n} ms (texts/s)" for n in names) + " | int8 vs fp32 |"
     lines = [header, "|" + "---|" * (4 + len(names))]
     for c in rows:
         cells = " | ".join(f"{c[f'{n}_ms']} ({c[f'{n}_texts_per_s']})" for n in names)
-        lines.append(f"| {c['chars']} | {c['batch']} | {c['tokens']} | {cells} | {c.get('int8_vs_torch_speedup', '–')}× |")
-    table = "\n".join(lines)
-    path = write_results("model_bench", {"machine": machine(), "model_version": meta.model_version, "rows": rows}, table)
+        lines.append(f"| {c['chars']} | {c['batch']} | {c['tokens']} | {cells} | {c.get('int8_vs_fp32_speedup', '–')}× |")
+    info = machine()
+    table = machine_line(info) + "\n\n" + "\n".join(lines)
+    path = write_results("model_bench", {"machine": info, "model_version": meta.model_version, "rows": rows}, table)
     print(table)
     print(f"written to {path}")
 

@@ -35,6 +35,7 @@ from triage_model.escalation.policy import USER_DICT_PATH, CueSet, EscalationPol
 from triage_model.escalation.sla import TierClock
 from triage_model.escalation.text import PreparedText
 from triage_model.results import FieldEvidence, FiredTrigger, TextEvidence, TriageResult
+from triage_model.schema import CRITICAL_SEVERITY
 from triage_model.trigger_fusion import LexiconState
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -287,7 +288,7 @@ def context_triggers(
     emotion = result.sentiment.emotion_index
     if emotion >= th.high_emotion:
         fired["high_emotion"] = FieldEvidence(field="sentiment.emotion_index", value=emotion, detail=f">= {th.high_emotion:g}")
-    if result.severity.label == "一级":
+    if result.severity.label == CRITICAL_SEVERITY:
         fired["severity_critical"] = FieldEvidence(field="severity.label", value=result.severity.label)
     if context.repeat_count is not None and context.repeat_count >= th.repeated_contact_min:
         fired["repeated_contact"] = FieldEvidence(

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from triage_model.io import read_jsonl
 from triage_model.normalize import normalize_text
-from triage_model.schema import HEADS, TEXT_TRIGGERS
+from triage_model.schema import ALL_TRIGGERS, HEADS, TEXT_TRIGGERS, TIERS
 
 Split = Literal["train", "dev", "test"]
 SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
@@ -27,6 +27,11 @@ SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
 MAX_TEXT_CHARS = 4000
 MIN_TEXT_CHARS = 2
 DATA_GLOB = "complaints/*.jsonl"
+
+ESCALATION_SET_NAME = "escalation_eval.jsonl"
+ESCALATION_SET_IN_DATA = Path("escalation") / ESCALATION_SET_NAME
+"""Where the gold escalation set lives inside a labeled-data folder (a test set: it never trains a model)."""
+DEFAULT_ESCALATION_SET = Path("labeled_data") / ESCALATION_SET_IN_DATA
 
 
 class LabeledRow(BaseModel):
@@ -66,6 +71,39 @@ class LabeledRow(BaseModel):
         for t in v:
             _one_of(t, TEXT_TRIGGERS, "trigger")
         return sorted(set(v))
+
+
+class EscalationRow(LabeledRow):
+    """A gold escalation-set row: a labeled complaint plus its ticket context and the gold decision.
+
+    One row type for all labeled data: an escalation row *is* a labeled complaint (same heads, same
+    checks); ``triggers`` holds the text-visible part of ``gold_triggers``.
+    """
+
+    source: str = Field("escalation", min_length=1)
+    context: dict = Field(default_factory=dict)
+    gold_triggers: frozenset[str]
+    gold_tier: str
+    trap: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_triggers_from_gold(cls, data: object) -> object:
+        if isinstance(data, dict) and "triggers" not in data:
+            data = {**data, "triggers": sorted(set(data.get("gold_triggers") or ()) & set(TEXT_TRIGGERS))}
+        return data
+
+    @field_validator("gold_triggers")
+    @classmethod
+    def _gold_triggers(cls, v: frozenset[str]) -> frozenset[str]:
+        for t in v:
+            _one_of(t, ALL_TRIGGERS, "trigger")
+        return v
+
+    @field_validator("gold_tier")
+    @classmethod
+    def _tier(cls, v: str) -> str:
+        return _one_of(v, TIERS, "tier")
 
 
 def _one_of(value: str, allowed: Iterable[str], what: str) -> str:
@@ -137,8 +175,7 @@ def load_labeled_files(files: Iterable[Path]) -> LoadedData:
             try:
                 row = LabeledRow.model_validate(raw)
             except ValidationError as err:
-                msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-                out.problems.append(Problem(str(path), lineno, msgs))
+                out.problems.append(Problem(str(path), lineno, _validation_message(err)))
                 continue
             if row.id in out.locations:
                 first = out.locations[row.id]
@@ -147,6 +184,50 @@ def load_labeled_files(files: Iterable[Path]) -> LoadedData:
             out.locations[row.id] = (str(path), lineno)
             out.rows.append(row)
     return out
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+
+
+def load_escalation_rows(path: Path) -> list[EscalationRow]:
+    """Every row of an escalation-set file; raises ``ValueError`` naming file and line of the first bad row."""
+    rows = []
+    for lineno, raw, error in read_jsonl(Path(path)):
+        if error:
+            raise ValueError(f"{path}:{lineno}: {error}")
+        try:
+            rows.append(EscalationRow.model_validate(raw))
+        except ValidationError as err:
+            raise ValueError(f"{path}:{lineno}: {_validation_message(err)}") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def escalation_training_rows(path: Path) -> list[LabeledRow]:
+    """An escalation-set file as plain training rows whose ``triggers`` are the text-visible gold triggers.
+
+    Rows whose gold may come from the ticket context (repeat_count, customer_requested_escalation) are
+    left out: their text alone does not say whether a reader would mark the trigger.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [
+        LabeledRow(
+            id=r.id,
+            text=r.text,
+            category=r.category,
+            severity=r.severity,
+            sentiment=r.sentiment,
+            triggers=sorted(r.triggers),
+            source=f"escalation:{path.name}",
+            split="train",
+        )
+        for r in load_escalation_rows(path)
+        if r.context.get("repeat_count") is None and not r.context.get("customer_requested_escalation")
+    ]
 
 
 def data_hash(rows: Iterable[LabeledRow]) -> str:

@@ -1,7 +1,7 @@
 """``triage promote``: replace the served (champion) model with a challenger only if it is not worse.
 
 The gate, on the fixed test split: no head's macro-F1 and not the 一级 recall may drop by more than
-``tolerance`` (``training/configs/promote.yaml``). A refusal writes the challenger-vs-champion report
+``tolerance`` (``triage_cli/configs/promote.yaml``). A refusal writes the challenger-vs-champion report
 (``eval.report``) so a reviewer sees which complaints broke. Promotion copies only the serving files
 (int8 ONNX, tokenizer, config, metrics, card; never the fp32 ``model.onnx``) into a staging folder next
 to the champion, checks that it loads, then swaps it in by rename: the champion folder is always either
@@ -22,14 +22,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from eval.evaluate import evaluate_split
-from eval.report import CRITICAL_SEVERITY, metric_deltas
+from eval.report import metric_deltas
 from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8_FILE, TOKENIZER_FILE, TORCH_REFERENCE_FILE
-from triage_model.schema import HEADS
+from triage_model.schema import CRITICAL_SEVERITY, HEADS
 
 SERVING_FILES: tuple[str, ...] = (ONNX_INT8_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE, CARD_FILE)
 OPTIONAL_FILES: tuple[str, ...] = (TORCH_REFERENCE_FILE,)
 """Installed with the model when the export wrote them: the torch side of the int8 parity tests."""
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "promote.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "promote.yaml"
 DECISION_FILE = "promote_decision.json"
 _EPS = 1e-9  # float noise: an equal score is never a drop
 

@@ -262,7 +262,7 @@ def data_validate(
 @data_app.command("assign-splits")
 def data_assign_splits(data_dir: DataDirOpt = Path("labeled_data")) -> None:
     """Store the id-hash split in every row that lacks one (idempotent; unparsable lines kept as they are)."""
-    from training.data import assign_splits
+    from triage_model.labeled_data import assign_splits
 
     typer.echo(f"{assign_splits(data_dir)} rows got a split")
 
@@ -295,15 +295,15 @@ def promote(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="data with the test split (promote.yaml: labeled_data)")] = None,
     tolerance: Annotated[float | None, typer.Option(help="allowed drop of macro-F1 / 一级 recall (promote.yaml: 0.01)")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="refusal report folder (promote.yaml: runs/promote-report)")] = None,
-    config: Annotated[Path | None, typer.Option(help="promotion gate YAML (default: training/configs/promote.yaml)")] = None,
+    config: Annotated[Path | None, typer.Option(help="promotion gate YAML (default: triage_cli/configs/promote.yaml)")] = None,
     first: Annotated[bool, typer.Option("--first", help="allow installing when no champion model exists yet")] = False,
 ) -> None:
     """Replace the champion with CHALLENGER only if it is not worse on the test split (exit 1 if refused)."""
     from rich.console import Console
     from rich.table import Table
 
-    from eval.promote import DEFAULT_CONFIG, load_promote_config
-    from eval.promote import promote as run_promote
+    from triage_cli.promote import DEFAULT_CONFIG, load_promote_config
+    from triage_cli.promote import promote as run_promote
     from triage_model.model_dir import ModelLoadError
 
     cfg = load_promote_config(config or DEFAULT_CONFIG, champion=champion, data_dir=data_dir, tolerance=tolerance, report_dir=report_dir)
