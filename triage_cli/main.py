@@ -104,6 +104,21 @@ def _print_metrics(per_head: dict, title: str) -> None:
         console.print(_prf_table(f"{title} · {name}: lexicon / trigger head / fused", "signal", m))
 
 
+def _print_vs_baseline(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("head", "model macro-F1", "baseline macro-F1", "gap (points)"):
+        table.add_column(col)
+    for r in rows:
+        colour = "green" if r["gap_points"] > 0 else "red"
+        table.add_row(
+            r["head"], f"{r['model_macro_f1']:.3f}", f"{r['baseline_macro_f1']:.3f}", f"[{colour}]{r['gap_points']:+.1f}[/{colour}]"
+        )
+    Console().print(table)
+
+
 def _prf_table(title: str, first_column: str, rows: dict[str, dict]):
     """A precision / recall / F1 / support table, one row per label or trigger."""
     from rich.table import Table
@@ -122,16 +137,22 @@ def evaluate(
     data_dir: DataDirOpt = Path("labeled_data"),
     split: Annotated[str, typer.Option(help="train, dev or test (the fixed test split is the honest one)")] = "test",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write metrics JSON here")] = None,
+    baseline: Annotated[
+        bool, typer.Option(help="also fit the char n-gram TF-IDF + LR baseline (train split, C on dev) and compare")
+    ] = True,
 ) -> None:
-    """Measure an exported model on a labeled split, exactly as it is served (ONNX)."""
+    """Measure an exported model on a labeled split, exactly as it is served (ONNX), beside the n-gram baseline."""
+    from eval.baselines import fit_baseline
     from eval.evaluate import evaluate_split
     from triage_model.model_dir import ModelLoadError
 
     try:
-        metrics = evaluate_split(model, data_dir, split)
+        metrics = evaluate_split(model, data_dir, split, baseline=fit_baseline(data_dir) if baseline else None)
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     _print_metrics(metrics["heads"], f"{split} ({metrics['model_version']})")
+    if "vs_baseline" in metrics:
+        _print_vs_baseline(metrics["vs_baseline"], f"{split}: model vs {metrics['baseline']['model']}")
     if "escalation" in metrics:
         typer.echo(json.dumps(metrics["escalation"]["summary"], ensure_ascii=False, indent=2))
     if output:
@@ -297,6 +318,10 @@ def promote(
     report_dir: Annotated[Path | None, typer.Option(help="refusal report folder (promote.yaml: runs/promote-report)")] = None,
     config: Annotated[Path | None, typer.Option(help="promotion gate YAML (default: triage_cli/configs/promote.yaml)")] = None,
     first: Annotated[bool, typer.Option("--first", help="allow installing when no champion model exists yet")] = False,
+    beat_baseline: Annotated[
+        bool | None,
+        typer.Option("--beat-baseline/--no-beat-baseline", help="require being ahead of the n-gram baseline (promote.yaml: true)"),
+    ] = None,
 ) -> None:
     """Replace the champion with CHALLENGER only if it is not worse on the test split (exit 1 if refused)."""
     from rich.console import Console
@@ -306,7 +331,14 @@ def promote(
     from triage_cli.promote import promote as run_promote
     from triage_model.model_dir import ModelLoadError
 
-    cfg = load_promote_config(config or DEFAULT_CONFIG, champion=champion, data_dir=data_dir, tolerance=tolerance, report_dir=report_dir)
+    cfg = load_promote_config(
+        config or DEFAULT_CONFIG,
+        champion=champion,
+        data_dir=data_dir,
+        tolerance=tolerance,
+        report_dir=report_dir,
+        beat_baseline=beat_baseline,
+    )
     try:
         decision = run_promote(challenger, cfg, first=first)
     except (ModelLoadError, ValueError, OSError) as err:
@@ -318,6 +350,7 @@ def promote(
         for c in decision.checks:
             gate = "[green]ok[/green]" if c.ok else "[red]DROP[/red]"
             table.add_row(c.head, c.metric, f"{c.champion:.4f}", f"{c.challenger:.4f}", f"{c.delta:+.4f}", gate)
+        table.caption = "champion column: the served model, or the n-gram baseline for the *_vs_ngram_baseline rows"
         Console().print(table)
     if not decision.promote:
         typer.secho(f"{decision.note}; comparison report: {cfg.report_dir / 'report.html'}", fg=typer.colors.RED)

@@ -1,11 +1,12 @@
 """``triage promote``: replace the served (champion) model with a challenger only if it is not worse.
 
 The gate, on the fixed test split: no head's macro-F1 and not the 一级 recall may drop by more than
-``tolerance`` (``triage_cli/configs/promote.yaml``). A refusal writes the challenger-vs-champion report
-(``eval.report``) so a reviewer sees which complaints broke. Promotion copies only the serving files
-(int8 ONNX, tokenizer, config, metrics, card; never the fp32 ``model.onnx``) into a staging folder next
-to the champion, checks that it loads, then swaps it in by rename: the champion folder is always either
-the old model or the new one, never a mix.
+``tolerance`` (``triage_cli/configs/promote.yaml``), and every head's macro-F1 must be ahead of the character
+n-gram TF-IDF + LR baseline (``eval.baselines``) trained on the same train split. A refusal writes the
+challenger-vs-champion report (``eval.report``) so a reviewer sees which complaints broke. Promotion copies
+only the serving files (int8 ONNX, tokenizer, config, metrics, card; never the fp32 ``model.onnx``) into a
+staging folder next to the champion, checks that it loads, then swaps it in by rename: the champion folder is
+always either the old model or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class PromoteConfig(BaseModel):
     data_dir: Path = Field(Path("labeled_data"), description="labeled data holding the fixed test split")
     split: str = "test"
     report_dir: Path = Field(Path("runs/promote-report"), description="where the comparison report goes")
+    beat_baseline: bool = Field(True, description="refuse a challenger that is not ahead of the n-gram baseline on every head")
+    baseline_margin: float = Field(0.0, ge=0.0, description="macro-F1 the challenger must be ahead of the baseline by (absolute)")
 
 
 def load_promote_config(path: Path | None = DEFAULT_CONFIG, **overrides: object) -> PromoteConfig:
@@ -83,6 +86,23 @@ def decide(champion_heads: dict[str, dict], challenger_heads: dict[str, dict], t
         for head, metric in gated
         for d in [deltas[head][metric]]
     ]
+
+
+def baseline_checks(baseline_heads: dict[str, dict], challenger_heads: dict[str, dict], margin: float) -> list[Check]:
+    """One check per head: the challenger's macro-F1 must exceed the n-gram baseline's by more than ``margin``."""
+    out = []
+    for head in HEADS:
+        b, c = baseline_heads[head]["macro_f1"], challenger_heads[head]["macro_f1"]
+        out.append(Check(head, "macro_f1_vs_ngram_baseline", b, c, c - b, c - b > margin + _EPS))
+    return out
+
+
+def baseline_heads(data_dir: Path, split: str) -> dict[str, dict]:
+    """The n-gram baseline (train split, C on dev) measured on ``split``: what the challenger must beat."""
+    from eval.baselines import fit_baseline
+    from eval.evaluate import split_rows
+
+    return fit_baseline(data_dir).evaluate(split_rows(data_dir, split))
 
 
 def check_serving_files(model_dir: Path) -> None:
@@ -161,6 +181,8 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
     challenger_eval = evaluate_split(challenger, config.data_dir, config.split, escalation=False)
     champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False)
     checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance)
+    if config.beat_baseline:
+        checks += baseline_checks(baseline_heads(config.data_dir, config.split), challenger_eval["heads"], config.baseline_margin)
     decision = Decision(
         all(c.ok for c in checks),
         config.tolerance,
@@ -175,7 +197,7 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
         from eval.report import build_report
 
         build_report(challenger, config.data_dir, report_dir, split=config.split, compare=champion)
-        decision.note = f"refused: {len(decision.failures)} check(s) dropped more than {config.tolerance}"
+        decision.note = f"refused: {len(decision.failures)} check(s) failed (a drop over {config.tolerance}, or not ahead of the baseline)"
         decision.report_dir = str(report_dir)
     _write_decision(decision, report_dir)
     return decision
