@@ -26,7 +26,7 @@ def split_rows(data_dir: Path, split: str) -> list[LabeledRow]:
 
 
 def predict_rows(predictor: TriagePredictor, rows: list[LabeledRow]) -> dict[str, np.ndarray]:
-    return predictor.predict_proba([predictor.prepare(r.text).text for r in rows])
+    return predictor.predict_proba([r.text for r in rows])
 
 
 def evaluate_split(

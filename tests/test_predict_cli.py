@@ -63,3 +63,66 @@ def test_every_command_has_help():
     for cmd in (["--help"], ["train", "--help"], ["export", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["serve", "--help"]):
         result = runner.invoke(app, cmd)
         assert result.exit_code == 0, cmd
+
+
+def run_predict(src, out, model) -> object:
+    return runner.invoke(app, ["predict", "--model", str(model), "--input", str(src), "--output", str(out)])
+
+
+def test_rows_without_id_or_with_a_repeated_id_get_an_error_in_place(tmp_path, served_model_dir):
+    rows = [
+        {"id": "x1", "text": "快递丢了"},
+        {"text": "没有编号的投诉"},
+        {"id": "x1", "text": "重复编号"},
+        {"id": "x2", "text": "退款没到"},
+    ]
+    out = tmp_path / "out.jsonl"
+    result = run_predict(write_jsonl(tmp_path / "in.jsonl", rows), out, served_model_dir)
+    assert result.exit_code == 2, result.output
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert "category" in got[0] and "category" in got[3]
+    assert "missing 'id'" in got[1]["error"] and "category" not in got[1]
+    assert "duplicate id 'x1' (first at line 1)" in got[2]["error"]
+
+
+def test_an_empty_file_or_a_header_only_csv_is_an_error_not_a_silent_success(tmp_path, served_model_dir):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("id,text\n", encoding="utf-8")
+    for src in (empty, header_only):
+        result = run_predict(src, tmp_path / "out.jsonl", served_model_dir)
+        assert result.exit_code == 1 and "no data rows" in result.output, result.output
+
+
+def test_a_non_utf8_csv_line_is_reported_on_its_row_and_the_rest_is_scored(tmp_path, served_model_dir):
+    src = tmp_path / "in.csv"
+    src.write_bytes("id,text\nc1,快递没到\n".encode() + "c2,客服态度差\n".encode("gbk") + "c3,退款没到账\n".encode())
+    out = tmp_path / "out.jsonl"
+    result = run_predict(src, out, served_model_dir)
+    assert result.exit_code == 2, result.output
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [g.get("id") for g in got] == ["c1", None, "c3"]
+    assert "in.csv line 3 is not UTF-8" in got[1]["error"] and got[1]["line"] == 3
+    assert "category" in got[0] and "category" in got[2]
+
+
+def test_an_unsupported_file_type_is_rejected_before_any_model_loads(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("快递没到\n", encoding="utf-8")
+    result = run_predict(src, tmp_path / "out.jsonl", tmp_path / "no-such-model")
+    assert result.exit_code == 1 and "unsupported file type '.txt'" in result.output, result.output
+
+
+def test_version_names_the_package_and_the_shipped_model():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("triage-model ") and "shipped model" in result.output
+
+
+def test_train_flags_override_any_config_field_and_unknown_ones_are_errors():
+    from training.config import load_config, parse_overrides
+
+    cfg = load_config(None, **parse_overrides(["--epochs", "7", "--encoder-lr=3e-5", "--freeze_embeddings", "false"]))
+    assert (cfg.epochs, cfg.encoder_lr, cfg.freeze_embeddings) == (7, 3e-5, False)
+    result = runner.invoke(app, ["train", "--no-such-knob", "1"])
+    assert result.exit_code == 2 and "unknown training option --no-such-knob" in result.output

@@ -23,6 +23,9 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = 64
     epochs: int = 4
     encoder_lr: float = 5e-5
+    layerwise_lr_decay: float = Field(
+        1.0, gt=0.0, le=1.0, description="encoder layer k from the top trains at encoder_lr * decay^k (1.0: one rate for all)"
+    )
     head_lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -41,6 +44,9 @@ class TrainConfig(BaseModel):
     )
     patience: int = Field(2, description="epochs without dev macro-F1 gain before stopping")
     limit_train_rows: int | None = Field(None, description="smoke runs: use only the first N train rows")
+    train_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="learning curves: a seeded random fraction of the train rows (dev/test unchanged)"
+    )
     limit_eval_rows: int | None = None
     evaluate_test: bool = Field(True, description="report (never tune on) the fixed test split at the end")
     num_threads: int | None = None
@@ -50,3 +56,40 @@ def load_config(path: Path | None, **overrides: object) -> TrainConfig:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else {}
     data = {**(data or {}), **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig.model_validate(data)
+
+
+def parse_overrides(args: list[str]) -> dict[str, object]:
+    """``--field value`` / ``--field=value`` pairs → overrides of ``TrainConfig`` (as HF's argument dataclasses do).
+
+    Dashes and underscores are alike (``--encoder-lr 3e-5``); values are read as YAML, so numbers, booleans,
+    ``null`` and lists (``[a, b]``) work; pydantic then checks the types. An unknown field is an error that
+    lists the known ones, never silently ignored.
+    """
+    fields = TrainConfig.model_fields
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; overrides look like --epochs 3")
+        name, has_value, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
+        if name not in fields:
+            raise ValueError(f"unknown training option --{name.replace('_', '-')}; known: {', '.join(sorted(fields))}")
+        if not has_value:
+            if i + 1 >= len(args):
+                raise ValueError(f"--{name.replace('_', '-')} needs a value")
+            i += 1
+            value = args[i]
+        out[name] = yaml.safe_load(value)
+        i += 1
+    return out
+
+
+def options_help() -> str:
+    """One line per config field: the flag, its default and why it exists (for ``triage train --help``)."""
+    lines = []
+    for name, f in TrainConfig.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        lines.append(f"--{name.replace('_', '-')} (default {default!r}){': ' + f.description if f.description else ''}")
+    return "\n\n".join(lines)

@@ -219,13 +219,23 @@ def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.opti
     for layer in model.encoder.encoder.layer[: cfg.freeze_layers]:
         layer.requires_grad_(False)
     no_decay = ("bias", "LayerNorm.weight")
-    enc = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in enc if not n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in enc if n.endswith(no_decay)], "lr": cfg.encoder_lr, "weight_decay": 0.0},
-        {"params": [*model.heads.parameters(), *model.trigger_head.parameters()], "lr": cfg.head_lr, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]])
+    n_layers = len(model.encoder.encoder.layer)
+
+    def depth_from_top(name: str) -> int:
+        """0 for the top layer, n_layers for the embeddings: layer-wise lr decay makes lower layers move less."""
+        if name.startswith("encoder.layer."):
+            return n_layers - 1 - int(name.split(".")[2])
+        return n_layers if name.startswith("embeddings.") else 0
+
+    groups: dict[tuple[int, bool], dict] = {}
+    for n, p in model.encoder.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (depth_from_top(n), n.endswith(no_decay))
+        lr = cfg.encoder_lr * cfg.layerwise_lr_decay ** key[0]
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": 0.0 if key[1] else cfg.weight_decay})["params"].append(p)
+    heads = {"params": [*model.heads.parameters(), *model.trigger_head.parameters()], "lr": cfg.head_lr, "weight_decay": 0.0}
+    return torch.optim.AdamW([*groups.values(), heads])
 
 
 def _sample(rows: list[LabeledRow], n: int, seed: int) -> list[LabeledRow]:
@@ -243,6 +253,8 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"{len(data.problems)} data problems; run `triage data validate`:\n{details}")
     train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
     extra_rows: list[LabeledRow] = []
+    if cfg.train_fraction:  # learning curves: the same seeded sample at every fraction grows with it
+        train_rows = _sample(train_rows, round(cfg.train_fraction * len(train_rows)), cfg.seed)
     if cfg.limit_train_rows:  # smoke runs: a sample of the complaints only
         train_rows = _sample(train_rows, cfg.limit_train_rows, cfg.seed)
     else:

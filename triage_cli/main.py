@@ -24,25 +24,65 @@ PolicyOpt = Annotated[
 ]
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            package = version("triage-model")
+        except PackageNotFoundError:
+            package = "unknown (not installed)"
+        shipped = "none"
+        try:
+            from triage_model.model_dir import DEFAULT_MODEL_DIR, read_meta
+
+            shipped = read_meta(DEFAULT_MODEL_DIR).model_version
+        except Exception as err:  # a broken shipped model must not break --version
+            shipped = f"unreadable ({type(err).__name__})"
+        typer.echo(f"triage-model {package} · shipped model {shipped}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="print the package and shipped-model versions")
+    ] = False,
+) -> None:
+    """投诉分诊: Chinese complaint triage — category, severity, sentiment, escalation."""
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
-@app.command()
+def _train_epilog() -> str:
+    try:
+        from training.config import options_help
+    except ImportError:  # the base install has no training extra
+        return "Every field of the training config is also a flag (install the [train] extra to list them)."
+    return "Every field of the training config can be overridden as a flag (unknown flags are an error):\n\n" + options_help()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_train_epilog())
 def train(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", help="training YAML", exists=True, dir_okay=False)] = Path(
         "training/configs/default.yaml"
     ),
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="override the config's output_dir")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="override the config's data_dir")] = None,
-    epochs: Annotated[int | None, typer.Option(help="override the config's epochs")] = None,
 ) -> None:
-    """Fine-tune the encoder and three heads; writes a torch model directory with metrics and card."""
-    from training.config import load_config
+    """Fine-tune the encoder with its four heads (category, severity, sentiment, text triggers); writes a
+    torch model directory with metrics and card. Any config field is a flag: --epochs 3 --encoder-lr 3e-5."""
+    from pydantic import ValidationError
+
+    from training.config import load_config, parse_overrides
     from training.train import train as run_train
 
-    cfg = load_config(config, output_dir=output_dir, data_dir=data_dir, epochs=epochs)
+    try:
+        cfg = load_config(config, **parse_overrides(list(ctx.args)))
+    except (ValueError, ValidationError) as err:
+        _fail(str(err), code=2)
     try:
         out = run_train(cfg)
     except ValueError as err:
@@ -218,9 +258,10 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 32,
     policy: PolicyOpt = None,
 ) -> None:
-    """Triage every row of a file; extra input fields are passed through, bad rows get an ``error``.
+    """Triage every row of a file (each needs a unique id and a text); extra input fields are passed
+    through, bad rows come back in place with an 'error' field (exit code 2).
 
-    Each row gets an ``escalation`` object; ticket context comes from a ``context`` object or columns
+    Each row gets an 'escalation' object; ticket context comes from a 'context' object or columns
     named received_at, repeat_count, current_tier, tier_entered_at, customer_requested_escalation."""
     from triage_model.batch import predict_file
     from triage_model.model_dir import ModelLoadError
@@ -241,7 +282,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes (state such as alerts is per process)")] = 1,
 ) -> None:
-    """Start the FastAPI grading API (uvicorn) on the shipped model or ``--model``."""
+    """Start the FastAPI grading API (uvicorn) on the shipped model or --model."""
     import os
 
     import uvicorn

@@ -32,11 +32,12 @@ from triage_model.model_dir import (
 from triage_model.normalize import normalize_text, truncate_head_tail
 from triage_model.results import LabelScore, SentimentScore, TriageResult
 from triage_model.schema import HEADS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TRIGGER_HEAD
-from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
+from triage_model.tokenization import encode_texts_with_cuts, load_tokenizer, pad_batch
 from triage_model.trigger_fusion import TriggerSignal, support_level
 
 MAX_TEXT_CHARS = 4000
-"""Characters kept after normalisation; longer texts are cut head + tail and flagged ``truncated``."""
+"""Characters kept after normalisation before tokenizing (a bound on tokenizer work); the model itself reads
+at most ``max_length`` tokens (head + tail, see ``tokenization.encode_texts``). Either cut sets ``truncated``."""
 
 
 @dataclass(frozen=True)
@@ -121,34 +122,51 @@ class TriagePredictor:
         return Prepared(cut, truncated)
 
     def _run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = encode_texts(self.tokenizer, texts, self.meta.max_length)
+        return self._run_with_cuts(texts)[0]
+
+    def _run_with_cuts(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        ids, cut = encode_texts_with_cuts(self.tokenizer, texts, self.meta.max_length)
         input_ids, mask = pad_batch(ids, self.meta.pad_id)
         feeds = {INPUT_NAMES[0]: np.asarray(input_ids, dtype=np.int64), INPUT_NAMES[1]: np.asarray(mask, dtype=np.int64)}
         logits = self.session.run(self.output_names, feeds)
         probs = {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=False)}
         if self.has_trigger_head:
             probs[TRIGGER_HEAD] = sigmoid(logits[-1])
-        return probs
+        return probs, cut
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Calibrated probabilities per head for already-prepared (normalised) texts, in input order."""
+    def _proba_prepared(self, texts: Sequence[str], batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Probabilities and token-cut flags for normalised texts, batched by length, in input order."""
         n = len(texts)
         out = {h: np.zeros((n, k), dtype=np.float32) for h, k in self.widths.items()}
+        cut = np.zeros(n, dtype=bool)
         order = sorted(range(n), key=lambda i: len(texts[i]))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            probs = self._run([texts[i] for i in idx])
+            probs, flags = self._run_with_cuts([texts[i] for i in idx])
             for h in self.widths:
                 out[h][idx] = probs[h]
-        return out
+            cut[idx] = flags
+        return out, cut
+
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> None:
+        if isinstance(texts, str):
+            raise TypeError("takes a list of texts; wrap a single text in a list")
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head for raw texts (the same input as ``predict``), in input order."""
+        self._check_texts(texts)
+        return self._proba_prepared([self.prepare(t).text for t in texts], batch_size)[0]
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[TriageResult]:
-        """Predict every head for each raw text. Empty texts are the caller's to reject."""
-        if isinstance(texts, str):
-            raise TypeError("predict() takes a list of texts; wrap a single text in a list")
+        """Predict every head for each raw text. Empty texts are the caller's to reject.
+
+        ``truncated`` is true when the model did not read the whole text: over ``max_length`` tokens (it
+        reads the head and the tail) or over ``MAX_TEXT_CHARS`` characters after normalisation."""
+        self._check_texts(texts)
         prepared = [self.prepare(t) for t in texts]
-        probs = self.predict_proba([p.text for p in prepared], batch_size)
-        return [self._result(probs, i, p.truncated) for i, p in enumerate(prepared)]
+        probs, cut = self._proba_prepared([p.text for p in prepared], batch_size)
+        return [self._result(probs, i, p.truncated or bool(cut[i])) for i, p in enumerate(prepared)]
 
     def _label(self, head: str, p: np.ndarray) -> dict[str, object]:
         labels = HEADS[head]

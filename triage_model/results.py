@@ -76,7 +76,11 @@ class TriageResult(BaseModel):
     severity: LabelScore
     sentiment: SentimentScore
     model_version: str
-    truncated: bool = Field(default=False, description="text was longer than the limit and cut head+tail")
+    truncated: bool = Field(
+        default=False,
+        description="the model did not read the whole text: it was over max_length tokens (128 for the shipped model) and only "
+        "its head and tail were read, or over 4,000 characters after normalisation",
+    )
     text_triggers: dict[str, TriggerSignal] | None = Field(
         default=None, description="the trigger head's score per text trigger (absent for models without the head)"
     )
