@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(help="投诉分诊: Chinese complaint triage — category, severity, sentiment, escalation.", no_args_is_help=True)
-data_app = typer.Typer(help="Labeled-data tools: validate, assign-splits, merge-corrections.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Labeled-data tools: validate, assign-splits, merge-corrections, label-issues, agreement.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="exported model directory (default: the shipped model)")]
@@ -319,6 +321,52 @@ def data_validate(
     if not report.ok:
         _fail(f"{len(report.problems)} problems in {data_dir}")
     typer.secho(f"OK: {report.n_rows} rows valid", fg=typer.colors.GREEN)
+
+
+@data_app.command("label-issues")
+def data_label_issues(
+    data_dir: DataDirOpt = Path("labeled_data"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV of flagged rows to re-read")] = Path("runs/label_issues.csv"),
+    folds: Annotated[int, typer.Option(min=2, help="cross-validation folds for the out-of-fold probabilities")] = 5,
+) -> None:
+    """List likely label errors (train + dev rows): out-of-fold n-gram-baseline probabilities → cleanlab.
+    Re-read each flagged row against GUIDELINE.md; never relabel automatically."""
+    from collections import Counter
+
+    from eval.label_noise import find_issues, out_of_fold_probs, write_issues
+    from triage_model.labeled_data import load_labeled
+
+    data = load_labeled(data_dir)
+    if data.problems:
+        _fail(f"{len(data.problems)} data problems; run `triage data validate`")
+    rows = data.split("train") + data.split("dev")  # the test split is measured, never cleaned towards a model
+    issues = find_issues(rows, out_of_fold_probs(rows, folds))
+    write_issues(issues, out)
+    per_head = Counter(i.head for i in issues)
+    typer.echo(f"{len(issues)} flagged label(s) on {len(rows)} rows ({dict(per_head)}) → {out}")
+
+
+@data_app.command("agreement")
+def data_agreement(
+    second: Annotated[Path, typer.Option("--second", help="blind second labeling (JSONL: id + heads)", exists=True, dir_okay=False)] = Path(
+        "labeled_data/agreement/second_labels.jsonl"
+    ),
+    data_dir: DataDirOpt = Path("labeled_data"),
+) -> None:
+    """Cohen's κ per head between the stored labels and a blind second labeling: the ceiling to hold a model to."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.agreement import agreement
+
+    result = agreement(data_dir, second)
+    table = Table(title=f"agreement on {result['n']} rows")
+    for col in ("head", "Cohen's κ", "raw agreement", "most frequent disagreements (stored → second)"):
+        table.add_column(col)
+    for head, m in result["heads"].items():
+        top = ", ".join(f"{d['stored']}→{d['second']} ×{d['count']}" for d in m.get("top_disagreements", [])[:4])
+        table.add_row(head, f"{m['kappa']:.3f}", f"{m['agreement']:.3f}", top)
+    Console().print(table)
 
 
 @data_app.command("assign-splits")
