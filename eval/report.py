@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.baselines import NgramBaseline, baseline_summary, side_by_side
 from eval.evaluate import predict_rows
 from triage_model.decision import decide
 from triage_model.labeled_data import LabeledRow, load_labeled, load_labeled_files
@@ -268,15 +269,20 @@ def build_report(
     split: str | None = None,
     compare: Path | None = None,
     max_examples: int = 100,
+    baseline: NgramBaseline | None = None,
 ) -> Report:
-    """Score ``data`` with the model (and the ``compare`` champion), write the HTML, CSV and JSON files."""
+    """Score ``data`` with the model (and the ``compare`` champion), write the HTML, CSV and JSON files.
+
+    The HTML lists the ``max_examples`` most confident mistakes per head; ``misclassified.csv`` holds every
+    mistake. With a fitted n-gram ``baseline`` its per-head metrics on the same rows are shown beside the model's."""
     from eval import plots
 
     rows, split = load_rows(data, split)
     challenger = score_rows(model_dir, rows)
     champion = score_rows(compare, rows) if compare is not None else None
     heads = {head: head_report(challenger, head) for head in HEADS}
-    examples = {head: misclassified(challenger, head, max_examples) for head in HEADS}
+    all_mistakes = {head: misclassified(challenger, head) for head in HEADS}
+    examples = {head: rows_[:max_examples] for head, rows_ in all_mistakes.items()}
     trigger_metrics, trigger_errors = trigger_review(challenger)
     metrics: dict = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -292,6 +298,9 @@ def build_report(
         "trigger_errors": len(trigger_errors),
         "chart_font": plots.cjk_font(),
     }
+    if baseline is not None:
+        metrics["baseline"] = baseline_summary(baseline, rows)
+        metrics["vs_baseline"] = side_by_side(heads, metrics["baseline"]["heads"])
     flipped = None
     if champion is not None:
         champion_heads = {head: champion.metrics(head) for head in HEADS}
@@ -308,7 +317,8 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     examples["triggers"] = trigger_errors[:max_examples]
-    write_csv(out_dir / CSV_FILE, CSV_COLUMNS, (r for group in examples.values() for r in group))
+    all_mistakes["triggers"] = trigger_errors
+    write_csv(out_dir / CSV_FILE, CSV_COLUMNS, (r for group in all_mistakes.values() for r in group))
     if flipped is not None:
         write_csv(
             out_dir / FLIPS_FILE, FLIP_COLUMNS, (r for head in HEADS for change in ("broken", "fixed") for r in flipped[head][change])
@@ -418,6 +428,22 @@ def render_html(metrics: dict, charts: dict[str, bytes], examples: dict[str, lis
             f"macro-F1 <b>{m['macro_f1']:.3f}</b><br>ECE {m['ece']:.3f} · n = {m['n']} · "
             f"错误 wrong {metrics['misclassified'][head]}{extra}</div>"
         )
+    if "vs_baseline" in metrics:
+        parts.append("<h2>对比基线 Model vs n-gram baseline</h2>")
+        parts.append(
+            f"<p class='muted'>基线 baseline: {_e(metrics['baseline']['model'])} (同一训练集, C 在 dev 上选择). "
+            "差距 gap = 模型 − 基线 (macro-F1 百分点); 一个值得部署的模型应该明显领先.</p>"
+        )
+        parts.append(
+            _table(
+                ("head", "模型 model macro-F1", "基线 baseline macro-F1", "差距 gap (pts)"),
+                (
+                    (_e(r["head"]), f"{r['model_macro_f1']:.3f}", f"{r['baseline_macro_f1']:.3f}", f"{r['gap_points']:+.1f}")
+                    for r in metrics["vs_baseline"]
+                ),
+                (False, True, True, True),
+            )
+        )
     if "compare" in metrics and flipped is not None:
         parts.append(_compare_section(metrics["compare"], charts["compare"], flipped))
     for head in HEADS:
@@ -452,7 +478,10 @@ def render_html(metrics: dict, charts: dict[str, bytes], examples: dict[str, lis
         )
         parts.append(f"<h3>{_e(SLICE_TITLES[dim])}</h3>" + _table(header, rows, [False] + [True] * (len(header) - 1)))
     parts.append("<h2>最严重的错误 Worst misclassifications</h2>")
-    parts.append(f"<p class='muted'>每个维度按模型置信度从高到低 (最自信的错误在前); 同样的行在 {CSV_FILE} 中 (可用 Excel 打开).</p>")
+    parts.append(
+        f"<p class='muted'>每个维度按模型置信度从高到低 (最自信的错误在前), 这里只显示前几条; "
+        f"<b>全部</b>错误都在 {CSV_FILE} 中 (可用 Excel 打开).</p>"
+    )
     for head in HEADS:
         parts.append(f"<h3>{_e(HEAD_TITLES[head])} — {metrics['misclassified'][head]} 条错误, 显示前 {len(examples[head])} 条</h3>")
         parts.append(

@@ -93,12 +93,43 @@ def test_misclassified_csv_has_bom_chinese_and_matches_html_rows(report_dir: Pat
     metrics = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8"))
     for head, n_wrong in metrics["misclassified"].items():
         head_rows = [r for r in rows if r["head"] == head]
-        assert len(head_rows) == min(n_wrong, 100)
+        assert len(head_rows) == n_wrong, "the CSV holds every mistake; only the HTML is capped"
         scores = [float(r["score"]) for r in head_rows]
         assert scores == sorted(scores, reverse=True), "most confident mistakes first"
         assert all(r["gold"] != r["prediction"] for r in head_rows)
     page = (report_dir / "report.html").read_text(encoding="utf-8")
     assert all(r["id"] in page for r in rows)
+
+
+def test_html_lists_the_top_mistakes_while_the_csv_keeps_all_of_them(served_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["report", "--model", str(served_model_dir), "--data", str(qa_file), "--out", str(tmp_path), "--max-examples", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    rows = list(csv.DictReader((tmp_path / "misclassified.csv").read_text(encoding="utf-8-sig").splitlines()))
+    wrong = metrics["misclassified"]
+    assert sum(wrong.values()) > 3, "the sample needs several mistakes for this test to mean something"
+    assert sum(r["head"] in wrong for r in rows) == sum(wrong.values())
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for head, n in wrong.items():
+        assert f"{n} 条错误, 显示前 {min(n, 1)} 条" in page, head
+
+
+def test_report_shows_the_ngram_baseline_beside_the_model(served_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    from eval.baselines import NgramBaseline
+    from eval.report import build_report
+    from triage_model.labeled_data import load_labeled
+
+    data = load_labeled(LABELED)
+    baseline = NgramBaseline(c_grid=(4.0,)).fit(data.split("train")[:600], data.split("dev")[:200])
+    report = build_report(served_model_dir, qa_file, tmp_path, baseline=baseline)
+    gaps = {r["head"]: r for r in report.metrics["vs_baseline"]}
+    assert set(gaps) == {"category", "severity", "sentiment"}
+    for head, r in gaps.items():
+        assert r["model_macro_f1"] == pytest.approx(report.metrics["heads"][head]["macro_f1"], abs=1e-4)
+        assert r["gap_points"] == pytest.approx(100 * (r["model_macro_f1"] - r["baseline_macro_f1"]), abs=0.06)
+    assert "Model vs n-gram baseline" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_report_reviews_escalation_trigger_decisions(report_dir: Path) -> None:

@@ -384,17 +384,24 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for report.html, misclassified.csv, metrics.json")],
     split: Annotated[str | None, typer.Option(help="train, dev, test or all (default: test for a folder, all for a file)")] = None,
     compare: Annotated[Path | None, typer.Option("--compare", help="champion model: show metric deltas and flipped examples")] = None,
-    max_examples: Annotated[int, typer.Option(min=1, help="misclassified (and flipped) examples listed per head")] = 100,
+    max_examples: Annotated[
+        int, typer.Option(min=1, help="misclassified (and flipped) examples shown per head in the HTML; the CSV has all")
+    ] = 100,
+    baseline: Annotated[bool, typer.Option(help="show the char n-gram TF-IDF + LR baseline beside the model (needs a data folder)")] = True,
 ) -> None:
-    """QA report: metrics, confusion heatmaps, calibration, slices and the worst misclassifications."""
+    """QA report: metrics (beside the n-gram baseline), confusion heatmaps, calibration, slices and the worst misclassifications."""
+    from eval.baselines import fit_baseline
     from eval.report import CSV_FILE, METRICS_FILE, build_report
     from triage_model.model_dir import ModelLoadError
 
     try:
-        result = build_report(model, data, out, split=split, compare=compare, max_examples=max_examples)
+        fitted = fit_baseline(data) if baseline and data.is_dir() else None
+        result = build_report(model, data, out, split=split, compare=compare, max_examples=max_examples, baseline=fitted)
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     _print_metrics(result.metrics["heads"], f"{result.metrics['split']} ({result.metrics['model_version']})")
+    if "vs_baseline" in result.metrics:
+        _print_vs_baseline(result.metrics["vs_baseline"], f"{result.metrics['split']}: model vs {result.metrics['baseline']['model']}")
     typer.echo(f"report written to {result.html_path} (+ {out / CSV_FILE}, {out / METRICS_FILE})")
 
 
