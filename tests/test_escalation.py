@@ -483,3 +483,19 @@ def test_predict_file_rows_get_escalation_from_their_context(tmp_path, served_mo
     assert "repeated_contact" in {t["name"] for t in got[0]["escalation"]["triggers"]}
     assert got[1]["escalation"]["triggers"][0]["evidence"]["field"] == "context.repeat_count"
     assert "current_tier" in got[2]["error"]
+
+
+def test_a_text_without_chinese_is_sent_to_human_review():
+    from triage_model.escalation import default_scorer
+    from triage_model.results import LabelScore, SentimentScore, TriageResult
+
+    heads = TriageResult(
+        category=LabelScore(label="物流配送", score=0.99),
+        severity=LabelScore(label="三级", score=0.99),
+        sentiment=SentimentScore(label="中性", score=0.99, emotion_index=20.0),
+        model_version="test",
+    )
+    english = default_scorer().score(heads, "My parcel has not arrived for two weeks, please check.")
+    chinese = default_scorer().score(heads, "快递两周没到，麻烦查一下。")
+    assert english.needs_human_review and any("no Chinese characters" in r for r in english.review_reasons)
+    assert not chinese.needs_human_review

@@ -10,6 +10,7 @@ evaluation all call this one method, so the tier a reviewer measures is the tier
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,10 @@ from triage_model.escalation.triggers import TextTriggerDetector, build_fired, c
 from triage_model.results import EscalationResult, FieldEvidence, TextEvidence, TriageResult
 from triage_model.schema import ALL_TRIGGERS, HEADS, TIER_NAMES
 from triage_model.trigger_fusion import fuse
+
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+"""A Han character: a text without any is outside what the model was trained to read."""
 
 
 class EscalationScorer:
@@ -87,6 +92,8 @@ class EscalationScorer:
         reasons = [
             f"{head} score {getattr(result, head).score:.2f} < {threshold:g}" for head in HEADS if getattr(result, head).score < threshold
         ]
+        if not _HAN.search(text):
+            reasons.append("no Chinese characters: the model was trained on Chinese complaints, its labels are a guess here")
         return EscalationResult(
             tier=tier,
             tier_name=TIER_NAMES[tier],
