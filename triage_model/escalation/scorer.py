@@ -23,7 +23,6 @@ from triage_model.results import EscalationResult, FieldEvidence, TextEvidence, 
 from triage_model.schema import ALL_TRIGGERS, HEADS, TIER_NAMES
 from triage_model.trigger_fusion import fuse
 
-
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 """A Han character: a text without any is outside what the model was trained to read."""
 
