@@ -122,31 +122,46 @@ class TriagePredictor:
         return Prepared(cut, truncated)
 
     def _run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        return self._run_with_cuts(texts)[0]
+        return self._calibrated(self._logits_with_cuts(texts)[0])
 
-    def _run_with_cuts(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+    def _logits_with_cuts(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        """Raw logits per output name (HEADS, then the trigger head) of one batch of normalised texts."""
         ids, cut = encode_texts_with_cuts(self.tokenizer, texts, self.meta.max_length)
         input_ids, mask = pad_batch(ids, self.meta.pad_id)
         feeds = {INPUT_NAMES[0]: np.asarray(input_ids, dtype=np.int64), INPUT_NAMES[1]: np.asarray(mask, dtype=np.int64)}
-        logits = self.session.run(self.output_names, feeds)
-        probs = {h: softmax(lg, self.meta.temperatures.get(h, 1.0)) for h, lg in zip(HEADS, logits, strict=False)}
-        if self.has_trigger_head:
-            probs[TRIGGER_HEAD] = sigmoid(logits[-1])
-        return probs, cut
+        outputs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.widths, outputs, strict=True)), cut
 
-    def _proba_prepared(self, texts: Sequence[str], batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Probabilities and token-cut flags for normalised texts, batched by length, in input order."""
+    def _calibrated(self, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Temperature-scaled softmax per head; sigmoid for the multi-label trigger head."""
+        probs = {h: softmax(logits[h], self.meta.temperatures.get(h, 1.0)) for h in HEADS}
+        if self.has_trigger_head:
+            probs[TRIGGER_HEAD] = sigmoid(logits[TRIGGER_HEAD])
+        return probs
+
+    def _logits_prepared(self, texts: Sequence[str], batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Raw logits and token-cut flags for normalised texts, batched by length, in input order."""
         n = len(texts)
         out = {h: np.zeros((n, k), dtype=np.float32) for h, k in self.widths.items()}
         cut = np.zeros(n, dtype=bool)
         order = sorted(range(n), key=lambda i: len(texts[i]))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            probs, flags = self._run_with_cuts([texts[i] for i in idx])
+            logits, flags = self._logits_with_cuts([texts[i] for i in idx])
             for h in self.widths:
-                out[h][idx] = probs[h]
+                out[h][idx] = logits[h]
             cut[idx] = flags
         return out, cut
+
+    def _proba_prepared(self, texts: Sequence[str], batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        logits, cut = self._logits_prepared(texts, batch_size)
+        return self._calibrated(logits), cut
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Raw, uncalibrated logits per output for raw texts, in input order: what a distilled student
+        learns from, and what an ensemble averages (before any temperature)."""
+        self._check_texts(texts)
+        return self._logits_prepared([self.prepare(t).text for t in texts], batch_size)[0]
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> None:
