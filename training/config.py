@@ -70,6 +70,11 @@ class DistillConfig(TrainConfig):
     unlabeled_limit: int | None = Field(None, description="use at most this many unlabeled texts (seeded sample)")
     augment_cuts: bool = Field(True, description="add head and tail cuts of long train texts, labeled by the teacher only")
     target_cache_dir: Path = Field(Path("runs/distill-cache"), description="teacher logits are cached here, keyed by teacher and texts")
+    targets_file: Path | None = Field(
+        None,
+        description="soft labels from `triage distill-targets` (an ensemble with the n-gram baseline); "
+        "None = the teachers' averaged logits",
+    )
 
 
 def load_config(path: Path | None, cls: type[TrainConfig] = TrainConfig, **overrides: object) -> TrainConfig:

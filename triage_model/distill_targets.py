@@ -1,0 +1,53 @@
+"""The file format of distillation targets, shared by whoever writes them (``eval.ensemble`` through
+``triage distill-targets``) and the student's training (``training.distill``).
+
+An ``.npz`` holding, per output, one row per text (per head: logits or log-probabilities the student
+reads like logits; for the trigger head: logits), and a JSON ``meta`` entry with the format, the hash
+of the exact texts they belong to and their provenance (teachers, baseline, weights), so soft labels
+are reproducible and can never be paired with the wrong texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from triage_model.schema import HEADS, TRIGGER_HEAD
+
+TARGETS_FORMAT = "triage-distill-targets/1"
+OUTPUTS = (*HEADS, TRIGGER_HEAD)
+
+
+def texts_key(texts: Sequence[str]) -> str:
+    """A short hash of the exact texts, in order, that targets belong to."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def save_targets(path: Path, texts: Sequence[str], targets: dict[str, np.ndarray], provenance: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in OUTPUTS if name not in targets]
+    if missing or any(len(targets[name]) != len(texts) for name in OUTPUTS):
+        raise ValueError(f"targets must have one row per text for every output {OUTPUTS}; missing {missing}")
+    meta = {"format": TARGETS_FORMAT, "texts_key": texts_key(texts), "n": len(texts), **provenance}
+    np.savez_compressed(path, meta=np.array(json.dumps(meta, ensure_ascii=False)), **{n: targets[n] for n in OUTPUTS})
+    return path
+
+
+def load_targets(path: Path, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """Targets and their provenance; ``ValueError`` if the file is not targets for exactly ``texts``."""
+    try:
+        with np.load(Path(path)) as stored:
+            meta = json.loads(str(stored["meta"]))
+            targets = {name: stored[name] for name in OUTPUTS}
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: not a distillation-targets file ({err})") from None
+    if meta.get("format") != TARGETS_FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {TARGETS_FORMAT!r}")
+    if meta.get("texts_key") != texts_key(texts):
+        raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `triage distill-targets` again")
+    return targets, meta
