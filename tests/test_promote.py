@@ -124,6 +124,8 @@ def test_a_not_worse_model_is_promoted_with_only_the_serving_files(dirs: dict[st
     assert [p.name for p in champion.parent.iterdir()] == [champion.name], "no staging or backup folder left"
     assert not (dirs["report"] / "report.html").exists()
     assert json.loads((dirs["report"] / DECISION_FILE).read_text(encoding="utf-8"))["promote"] is True
+    card = (champion / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Against the n-gram baseline" in card and "| category | 0.795 | 0.700 | +9.5 |" in card
 
 
 def test_a_model_not_ahead_of_the_ngram_baseline_on_every_head_is_refused(

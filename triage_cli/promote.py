@@ -105,6 +105,29 @@ def baseline_heads(data_dir: Path, split: str) -> dict[str, dict]:
     return fit_baseline(data_dir).evaluate(split_rows(data_dir, split))
 
 
+def record_baseline(model_dir: Path, model_eval: dict, baseline: dict[str, dict], split: str) -> None:
+    """Write the as-served metrics beside the n-gram baseline into the installed card and metrics.json."""
+    rows = [
+        "| head | model macro-F1 (int8, as served) | n-gram baseline macro-F1 | gap (points) |",
+        "|---|---|---|---|",
+    ]
+    for head in HEADS:
+        m, b = model_eval["heads"][head]["macro_f1"], baseline[head]["macro_f1"]
+        rows.append(f"| {head} | {m:.3f} | {b:.3f} | {100 * (m - b):+.1f} |")
+    section = (
+        f"\n\n## Against the n-gram baseline ({split} split, measured at promotion)\n\n"
+        "Baseline: character 1–3-gram TF-IDF + logistic regression, trained on the same train split, C chosen on dev "
+        "(`eval/baselines.py`). The model column is the served int8 ONNX graph (`triage evaluate`), not torch.\n\n" + "\n".join(rows) + "\n"
+    )
+    card = Path(model_dir) / CARD_FILE
+    card.write_text(card.read_text(encoding="utf-8").rstrip() + section, encoding="utf-8")
+    metrics_path = Path(model_dir) / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics[f"{split}_as_served"] = {h: model_eval["heads"][h] for h in HEADS}
+    metrics[f"{split}_ngram_baseline"] = baseline
+    metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
 def check_serving_files(model_dir: Path) -> None:
     missing = [name for name in SERVING_FILES if not (Path(model_dir) / name).is_file()]
     if missing:
@@ -181,8 +204,9 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
     challenger_eval = evaluate_split(challenger, config.data_dir, config.split, escalation=False)
     champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False)
     checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance)
-    if config.beat_baseline:
-        checks += baseline_checks(baseline_heads(config.data_dir, config.split), challenger_eval["heads"], config.baseline_margin)
+    baseline = baseline_heads(config.data_dir, config.split) if config.beat_baseline else None
+    if baseline is not None:
+        checks += baseline_checks(baseline, challenger_eval["heads"], config.baseline_margin)
     decision = Decision(
         all(c.ok for c in checks),
         config.tolerance,
@@ -192,6 +216,8 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
     )
     if decision.promote:
         install_serving_files(challenger, champion)
+        if baseline is not None:
+            record_baseline(champion, challenger_eval, baseline, config.split)
         decision.note = f"promoted into {champion}"
     else:
         from eval.report import build_report
