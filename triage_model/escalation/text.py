@@ -92,13 +92,21 @@ class PreparedText:
     sentences: list[tuple[int, int]]
     agent_spans: list[tuple[int, int]]
     user_dict: Path = USER_DICT_PATH
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    """The [start, end) spans that were read (the whole text, or its head and tail): lexicon patterns
+    search only these, never the blanked middle of an over-long text."""
     _tokens: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _token_starts: dict[tuple[int, int], list[int]] = field(default_factory=dict, repr=False)
+    cache: dict[tuple, object] = field(default_factory=dict, repr=False)
+    """Per-text memo of the detector: cue matches per (cue set, scope segment), companion checks per
+    (pattern, segment). Each segment is scanned once per pattern, so the whole scan stays linear in the
+    text length however many candidates a segment holds (see ``TextTriggerDetector._cue_hit``)."""
 
     def __post_init__(self) -> None:
         # bisect keys, built once: lookups stay O(log n) on 100k-character texts
         self._clause_starts = [s for s, _ in self.clauses]
         self._sentence_starts = [s for s, _ in self.sentences]
+        self._agent_starts = [s for s, _ in self.agent_spans]
 
     @classmethod
     def build(
@@ -109,15 +117,20 @@ class PreparedText:
         max_chars: int | None = None,
     ) -> PreparedText:
         """Over ``max_chars``, only the head (2/3) and tail (1/3) are read, like the model's cut; the
-        middle is blanked with spaces so offsets still index the original text."""
+        middle is blanked so offsets still index the original text. The blank starts and ends with a
+        line break: head and tail are never one sentence, and jieba never reads the blank."""
+        windows = [(0, len(text))]
         if max_chars and len(text) > max_chars:
             head = max_chars * 2 // 3
             tail = max_chars - head
-            norm = normalize_aligned(text[:head]) + " " * (len(text) - head - tail) + normalize_aligned(text[-tail:])
+            gap = len(text) - head - tail
+            norm = normalize_aligned(text[:head]) + "\n" + " " * (gap - 2) + "\n" + normalize_aligned(text[-tail:])
+            windows = [(0, head + 1), (len(text) - tail - 1, len(text))]
         else:
             norm = normalize_aligned(text)
         return cls(
             original=text,
+            windows=windows,
             norm=norm,
             clauses=_segments(norm, compiled["clause"]),
             sentences=_segments(norm, compiled["sentence"]),
@@ -146,7 +159,9 @@ class PreparedText:
         return start, end
 
     def in_agent_turn(self, pos: int) -> bool:
-        return any(s <= pos < e for s, e in self.agent_spans)
+        """Agent spans are sorted and disjoint: one bisect, not a walk over every turn of a transcript."""
+        i = bisect.bisect_right(self._agent_starts, pos) - 1
+        return i >= 0 and self.agent_spans[i][0] <= pos < self.agent_spans[i][1]
 
     def tokens_around(self, pos: int) -> list[tuple[int, int]]:
         """jieba token spans (absolute offsets) of the sentence holding ``pos``; cached per sentence."""

@@ -25,7 +25,9 @@ repeated_contact (repeat_count > 2) and asks_superior (customer_requested_escala
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +132,10 @@ class TextTriggerDetector:
             )
             for name, cue in policy.cues.items()
         }
+        for name, (_, compiled_cues, _, _) in self.cues.items():
+            for rx in compiled_cues:
+                if rx.match("") is not None:  # the linear cue scan (``_cue_matches``) relies on this
+                    raise ValueError(f"cues.{name}: pattern {rx.pattern!r} matches the empty string")
         self.patterns: dict[str, list[_Compiled]] = {}
         for trigger, spec in policy.triggers.items():
             terms = {**policy.shared_terms, **spec.terms}
@@ -151,22 +157,87 @@ class TextTriggerDetector:
 
     # -- candidate checks -------------------------------------------------------------------------
 
+    def _cue_chain(self, doc: PreparedText, name: str, scope_s: int, scope_e: int) -> list[tuple[int, list[int], list[re.Match[str]]]]:
+        """Per pattern of cue set ``name`` that matches in the segment [scope_s, scope_e): the matches
+        ``finditer`` gives scanning the segment from its start, and their starts (for bisect).
+
+        Scanned once per (cue set, segment) and memoised on ``doc``: this is what keeps the lexicon
+        linear. (Before, every candidate re-scanned its whole clause for every cue pattern, so a
+        20,000-character clause of "朋友说要报警" cost seconds.) A pattern without a match here is left
+        out: nowhere in the segment can it match."""
+        key = ("cue", name, scope_s, scope_e)
+        chain = doc.cache.get(key)
+        if chain is None:
+            chain = []
+            for i, rx in enumerate(self.cues[name][1]):
+                found = list(rx.finditer(doc.norm, scope_s, scope_e))
+                if found:
+                    chain.append((i, [m.start() for m in found], found))
+            doc.cache[key] = chain
+        return chain
+
+    @staticmethod
+    def _cue_matches(
+        doc: PreparedText, rx: re.Pattern[str], starts: list[int], found: list[re.Match[str]], lo: int, hi: int, scope_e: int
+    ) -> Iterator[re.Match[str]]:
+        """Exactly the matches of ``rx.finditer(doc.norm, lo, scope_e)`` that start before ``hi``, read
+        from the segment's memoised matches.
+
+        Scanning from the segment start and scanning from ``lo`` find the same matches from ``lo`` on
+        unless a segment match straddles ``lo`` (starts before it, ends after it): every position where
+        the pattern can match is either a match start of the segment scan or lies inside one of its
+        matches. Only then are the positions of [lo, hi) tried one by one (at most the cue window).
+        Cue patterns never match the empty string (checked when the detector is built)."""
+        i = bisect.bisect_left(starts, lo)
+        if i == 0 or found[i - 1].end() <= lo:
+            for m in found[i:]:
+                if m.start() >= hi:
+                    return
+                yield m
+            return
+        pos = lo
+        while pos < hi:
+            m = rx.match(doc.norm, pos, scope_e)
+            if m is None:
+                pos += 1
+                continue
+            yield m
+            pos = m.end()
+
     def _cue_hit(self, doc: PreparedText, name: str, start: int, end: int) -> str | None:
         """The cue text if cue set ``name`` applies to the match [start, end), else None."""
-        cue, patterns, unless_after, unless_before = self.cues[name]
+        cue = self.cues[name][0]
         scope_s, scope_e = doc.scope_of(cue.scope, start if cue.direction != "after" else max(end - 1, start))
         if cue.direction == "before":
             lo, hi = max(scope_s, start - cue.window), start
         elif cue.direction == "after":
             lo, hi = end, min(scope_e, end + cue.window)
-        else:
+        elif cue.adjacent:
             lo, hi = scope_s, scope_e
+        else:  # anywhere in the scope: the same answer for every match of the segment
+            key = ("cue-any", name, scope_s, scope_e)
+            if key not in doc.cache:
+                doc.cache[key] = self._first_cue(doc, name, start, scope_s, scope_e, scope_s, scope_e)
+            return doc.cache[key]
         if hi <= lo:
             return None
-        for rx in patterns:
-            # search the whole scope so a cue's lookahead can see past the window edge; an adjacent
-            # cue must end exactly at the match, so it may not run into it
-            for m in rx.finditer(doc.norm, lo, hi if cue.adjacent else scope_e):
+        return self._first_cue(doc, name, start, lo, hi, scope_s, scope_e)
+
+    def _first_cue(self, doc: PreparedText, name: str, start: int, lo: int, hi: int, scope_s: int, scope_e: int) -> str | None:
+        """The first cue (in the cue set's pattern order) found in [lo, hi) that passes the boundary and
+        unless checks."""
+        cue, patterns, unless_after, unless_before = self.cues[name]
+        if cue.adjacent:
+            # the cue must end exactly where the match starts: a window of a few characters, scanned directly
+            per_pattern = (rx.finditer(doc.norm, lo, hi) for rx in patterns)
+        else:
+            # search the whole scope so a cue's lookahead can see past the window edge
+            per_pattern = (
+                self._cue_matches(doc, patterns[i], starts, found, lo, hi, scope_e)
+                for i, starts, found in self._cue_chain(doc, name, scope_s, scope_e)
+            )
+        for matches in per_pattern:
+            for m in matches:
                 c_start, c_end = m.start(), m.end()
                 if c_start >= hi:
                     break
@@ -186,10 +257,15 @@ class TextTriggerDetector:
         return None
 
     def _requirement_met(self, doc: PreparedText, compiled: _Compiled, start: int, end: int) -> bool:
+        """Whether the pattern's companion is a word of the match's clause/sentence: the same answer for
+        every match of that segment, so it is worked out once per segment."""
         req = compiled.spec.require
         scope_s, scope_e = doc.scope_of(req.scope, start)
-        matches = compiled.require.finditer(doc.norm, scope_s, scope_e)
-        return any(m.end() > m.start() and doc.aligned(m.start(), m.end()) for m in matches)
+        key = ("require", id(compiled), scope_s, scope_e)
+        if key not in doc.cache:
+            matches = compiled.require.finditer(doc.norm, scope_s, scope_e)
+            doc.cache[key] = any(m.end() > m.start() and doc.aligned(m.start(), m.end()) for m in matches)
+        return doc.cache[key]
 
     def _check(self, doc: PreparedText, trigger: str, compiled: _Compiled, m: re.Match[str]) -> tuple[str | None, bool]:
         """Why the match does not fire (None: it fires), and whether a cue (not structure) dropped it."""
@@ -216,17 +292,18 @@ class TextTriggerDetector:
 
     def _candidates(self, doc: PreparedText, trigger: str, compiled: _Compiled, first_only: bool) -> list[Candidate]:
         out: list[Candidate] = []
-        pos = 0
-        while (m := compiled.regex.search(doc.norm, pos)) is not None:
-            if m.end() == m.start():
-                pos = m.start() + 1
-                continue
-            reason, by_cue = self._check(doc, trigger, compiled, m)
-            out.append(Candidate(trigger, compiled.spec.id, m.start(), m.end(), doc.original[m.start() : m.end()], reason, by_cue))
-            if reason is None and first_only:
-                break
-            # a dropped match may hide an overlapping good one: retry one character later
-            pos = m.end() if reason is None else m.start() + 1
+        for w_start, w_end in doc.windows or [(0, len(doc.norm))]:
+            pos = w_start
+            while (m := compiled.regex.search(doc.norm, pos, w_end)) is not None:
+                if m.end() == m.start():
+                    pos = m.start() + 1
+                    continue
+                reason, by_cue = self._check(doc, trigger, compiled, m)
+                out.append(Candidate(trigger, compiled.spec.id, m.start(), m.end(), doc.original[m.start() : m.end()], reason, by_cue))
+                if reason is None and first_only:
+                    return out
+                # a dropped match may hide an overlapping good one: retry one character later
+                pos = m.end() if reason is None else m.start() + 1
         return out
 
     def explain(self, text: str, doc: PreparedText | None = None) -> list[Candidate]:
