@@ -19,12 +19,13 @@ until ``min_history_s`` of history exists (a fresh process knows no "usual" volu
 Time is injectable (``clock``), so tests drive the monitor with a fake clock. All methods are
 thread-safe (one lock; the work under it is a few dictionary operations).
 
-Scaling out: this state is per process, so with ``triage serve --workers N`` each worker sees about
-1/N of the traffic and alerts on its own share. To share it, keep the buckets in Redis instead of the
-dictionary: ``INCR vol:{category}:{bucket_index}`` plus ``EXPIRE`` of ``baseline_s + window_s`` on
-every prediction (one pipelined round trip), and sum the window/baseline buckets with one ``MGET`` when
-evaluating; keep ``active_since`` with ``SET alert:{category} <ts> NX EX <window_s>``. The arithmetic
-below stays the same; only ``_add`` and ``_counts`` change.
+State: where the counts live is a ``VolumeStore``. ``MemoryStore`` (the default) keeps them in this
+process, so with ``triage serve --workers N`` each worker sees about 1/N of the traffic and alerts on
+its own share. ``RedisStore`` (``TRIAGE_ALERT_BACKEND=redis``, ``TRIAGE_REDIS_URL``) shares them
+between every worker and replica: ``INCRBY {prefix}:c:{category}:{bucket}`` plus ``EXPIRE`` of the
+baseline + window on every prediction (one pipelined round trip), the window and baseline summed with
+one ``MGET`` per category, the start of history with ``SET NX``, active alerts in one hash
+(``HSETNX`` decides which worker raises the alert, so it is counted once). The arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -64,6 +65,131 @@ class AlertsSnapshot(BaseModel):
     categories: list[CategoryVolume] = Field(description="every category seen in the baseline or window")
 
 
+class VolumeStore:
+    """Where the per-category bucket counts, the start of history and the active alerts live."""
+
+    def start(self, now: float) -> float:
+        """The start of history (set by the first caller; later callers get the first one's)."""
+        raise NotImplementedError
+
+    def add(self, category: str, n: int, bucket: int, now: float) -> None:
+        raise NotImplementedError
+
+    def sums(self, categories: list[str] | None, window: range, baseline: range) -> tuple[Counter[str], Counter[str]]:
+        """(window counts, baseline counts) per category (``None``: every category seen)."""
+        raise NotImplementedError
+
+    def activate(self, category: str, now: float) -> bool:
+        """Mark ``category`` alerting since ``now`` unless it already is; True when this call did it."""
+        raise NotImplementedError
+
+    def deactivate(self, category: str) -> None:
+        raise NotImplementedError
+
+    def active(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class MemoryStore(VolumeStore):
+    """In-process state (one worker's view). Not locked itself: ``VolumeMonitor`` holds its lock."""
+
+    def __init__(self, keep_buckets: int) -> None:
+        self.keep_buckets = keep_buckets
+        self._started: float | None = None
+        self._buckets: dict[int, Counter[str]] = {}
+        self._active: dict[str, float] = {}
+
+    def start(self, now: float) -> float:
+        if self._started is None:
+            self._started = now
+        return self._started
+
+    def add(self, category: str, n: int, bucket: int, now: float) -> None:
+        self._buckets.setdefault(bucket, Counter())[category] += n
+        oldest = bucket - self.keep_buckets
+        for idx in [i for i in self._buckets if i < oldest]:
+            del self._buckets[idx]
+
+    def sums(self, categories: list[str] | None, window: range, baseline: range) -> tuple[Counter[str], Counter[str]]:
+        win, base = Counter(), Counter()
+        for idx, counts in self._buckets.items():
+            if idx in window:
+                win.update(counts)
+            elif idx in baseline:
+                base.update(counts)
+        if categories is not None:
+            win = Counter({c: win[c] for c in categories})
+            base = Counter({c: base[c] for c in categories})
+        return win, base
+
+    def activate(self, category: str, now: float) -> bool:
+        if category in self._active:
+            return False
+        self._active[category] = now
+        return True
+
+    def deactivate(self, category: str) -> None:
+        self._active.pop(category, None)
+
+    def active(self) -> dict[str, float]:
+        return dict(self._active)
+
+
+class RedisStore(VolumeStore):
+    """State shared by every worker and replica, in Redis (see the module docstring for the keys)."""
+
+    def __init__(self, client, prefix: str, ttl_s: int) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._started: float | None = None
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, ttl_s: int) -> RedisStore:
+        import redis
+
+        return cls(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True), prefix, ttl_s)
+
+    def _key(self, category: str, bucket: int) -> str:
+        return f"{self.prefix}:c:{category}:{bucket}"
+
+    def start(self, now: float) -> float:
+        if self._started is None:
+            key = f"{self.prefix}:started"
+            self.r.set(key, repr(now), nx=True)
+            self._started = float(self.r.get(key))
+        return self._started
+
+    def add(self, category: str, n: int, bucket: int, now: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.incrby(self._key(category, bucket), n)
+        pipe.expire(self._key(category, bucket), self.ttl_s)
+        pipe.sadd(f"{self.prefix}:categories", category)
+        pipe.execute()
+
+    def sums(self, categories: list[str] | None, window: range, baseline: range) -> tuple[Counter[str], Counter[str]]:
+        names = sorted(self.r.smembers(f"{self.prefix}:categories")) if categories is None else categories
+        buckets = [*baseline, *window]
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.mget([self._key(name, b) for b in buckets])
+        win, base = Counter(), Counter()
+        for name, values in zip(names, pipe.execute(), strict=True):
+            counts = [int(v) if v else 0 for v in values]
+            base[name] = sum(counts[: len(baseline)])
+            win[name] = sum(counts[len(baseline) :])
+        return win, base
+
+    def activate(self, category: str, now: float) -> bool:
+        return bool(self.r.hsetnx(f"{self.prefix}:active", category, repr(now)))
+
+    def deactivate(self, category: str) -> None:
+        self.r.hdel(f"{self.prefix}:active", category)
+
+    def active(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.r.hgetall(f"{self.prefix}:active").items()}
+
+
 class VolumeMonitor:
     """Rolling per-category counts with spike detection; see the module docstring."""
 
@@ -76,6 +202,7 @@ class VolumeMonitor:
         bucket_s: int = 60,
         min_history_s: int = 3_600,
         clock: Callable[[], float] = time.time,
+        store: VolumeStore | None = None,
     ) -> None:
         if not 0 < bucket_s <= window_s < baseline_s:
             raise ValueError("need 0 < bucket_s <= window_s < baseline_s")
@@ -86,36 +213,21 @@ class VolumeMonitor:
         self.bucket_s = bucket_s
         self.min_history_s = min_history_s
         self.clock = clock
-        self.started_at = clock()
-        self._buckets: dict[int, Counter[str]] = {}
-        self._active: dict[str, float] = {}
+        self.store = store or MemoryStore(keep_buckets=(baseline_s + window_s) // bucket_s + 1)
         self._lock = threading.Lock()
+        self.started_at = self.store.start(clock())
 
-    # -- state (swap these two for Redis to share across workers) ---------------------------------
-
-    def _add(self, category: str, n: int, now: float) -> None:
-        self._buckets.setdefault(int(now // self.bucket_s), Counter())[category] += n
-        oldest = int((now - self.baseline_s - self.window_s) // self.bucket_s)
-        for idx in [i for i in self._buckets if i < oldest]:
-            del self._buckets[idx]
-
-    def _counts(self, now: float) -> tuple[Counter[str], Counter[str]]:
-        """(window counts, baseline counts) by category at ``now``: the window is the last
-        ``window_s / bucket_s`` buckets (the current one included), the baseline the buckets before."""
+    def _ranges(self, now: float) -> tuple[range, range]:
+        """The window is the last ``window_s / bucket_s`` buckets (the current one included), the
+        baseline the ``baseline_s / bucket_s`` buckets before it."""
         current = int(now // self.bucket_s)
         window_first = current - self.window_s // self.bucket_s + 1
         baseline_first = window_first - self.baseline_s // self.bucket_s
-        window, baseline = Counter(), Counter()
-        for idx, counts in self._buckets.items():
-            if window_first <= idx <= current:
-                window.update(counts)
-            elif baseline_first <= idx < window_first:
-                baseline.update(counts)
-        return window, baseline
+        return range(window_first, current + 1), range(baseline_first, window_first)
 
     # -- decisions --------------------------------------------------------------------------------
 
-    def _evaluate(self, category: str, window: int, baseline: int, now: float) -> CategoryVolume:
+    def _evaluate(self, category: str, window: int, baseline: int, now: float, active: dict[str, float]) -> CategoryVolume:
         history = now - self.started_at
         span = max(0.0, min(self.baseline_s, history - self.window_s))
         expected = baseline / span * self.window_s if span > 0 else 0.0
@@ -123,13 +235,15 @@ class VolumeMonitor:
         alerting = (
             history >= self.min_history_s and span > 0 and window >= self.min_count and (expected == 0 or window > self.ratio * expected)
         )
-        if alerting and category not in self._active:
-            self._active[category] = now
-            VOLUME_ALERTS_RAISED.labels(category=category).inc()
-        elif not alerting:
-            self._active.pop(category, None)
+        since = active.get(category)
+        if alerting and since is None:
+            if self.store.activate(category, now):  # only the worker that flips it counts the alert
+                VOLUME_ALERTS_RAISED.labels(category=category).inc()
+            since = self.store.active().get(category, now)
+        elif not alerting and since is not None:
+            self.store.deactivate(category)
+            since = None
         VOLUME_ALERT_ACTIVE.labels(category=category).set(1 if alerting else 0)
-        since = self._active.get(category)
         return CategoryVolume(
             category=category,
             window_count=window,
@@ -145,17 +259,18 @@ class VolumeMonitor:
         """Count ``n`` predictions of ``category`` now; returns whether the category is alerting."""
         with self._lock:
             now = self.clock()
-            self._add(category, n, now)
-            window, baseline = self._counts(now)
-            return self._evaluate(category, window[category], baseline[category], now).alerting
+            self.store.add(category, n, int(now // self.bucket_s), now)
+            window, baseline = self.store.sums([category], *self._ranges(now))
+            return self._evaluate(category, window[category], baseline[category], now, self.store.active()).alerting
 
     def snapshot(self) -> AlertsSnapshot:
         """Every category's numbers and the active alerts, evaluated now (alerts clear here too)."""
         with self._lock:
             now = self.clock()
-            window, baseline = self._counts(now)
-            names = sorted(set(window) | set(baseline) | set(self._active))
-            volumes = [self._evaluate(c, window[c], baseline[c], now) for c in names]
+            window, baseline = self.store.sums(None, *self._ranges(now))
+            active = self.store.active()
+            names = sorted(n for n in set(window) | set(baseline) | set(active) if window[n] or baseline[n] or n in active)
+            volumes = [self._evaluate(c, window[c], baseline[c], now, active) for c in names]
         # nothing expected (ratio null) is the sharpest spike; then the largest ratio first
         alerts = sorted((v for v in volumes if v.alerting), key=lambda v: (v.ratio is not None, -(v.ratio or 0.0)))
         return AlertsSnapshot(
@@ -168,3 +283,21 @@ class VolumeMonitor:
             alerts=alerts,
             categories=volumes,
         )
+
+
+def build_monitor(settings, clock: Callable[[], float] = time.time) -> VolumeMonitor:
+    """The monitor the settings ask for: in-process (default) or shared through Redis."""
+    store = None
+    if settings.alert_backend == "redis":
+        ttl = settings.alert_baseline_s + settings.alert_window_s + 2 * settings.alert_bucket_s
+        store = RedisStore.from_url(settings.redis_url, settings.alert_redis_prefix, ttl)
+    return VolumeMonitor(
+        window_s=settings.alert_window_s,
+        baseline_s=settings.alert_baseline_s,
+        ratio=settings.alert_ratio,
+        min_count=settings.alert_min_count,
+        bucket_s=settings.alert_bucket_s,
+        min_history_s=settings.alert_min_history_s,
+        clock=clock,
+        store=store,
+    )

@@ -1,22 +1,28 @@
 """Assembles the FastAPI app: settings, model holder, middleware, error handlers, routers.
 
 ``create_app()`` is the uvicorn factory (``triage serve``); tests build it with explicit settings.
+
+The two middlewares are plain ASGI (no ``BaseHTTPMiddleware``): they add almost nothing to a
+request, which keeps ``/healthz`` fast under load, and they never hide the client's
+``http.disconnect`` from the routes (the inference gate drops work whose client has gone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 import uuid
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI, Request
-from starlette.middleware.base import BaseHTTPMiddleware
+from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.alerts import VolumeMonitor
+from serving.alerts import build_monitor
+from serving.auth import KeyRing, RateLimiter
 from serving.errors import error_response, install_error_handlers
 from serving.gate import InferenceGate
 from serving.model_holder import ModelHolder
@@ -33,89 +39,142 @@ DESCRIPTION = """
 **escalation** decision (tier L1–L4, the triggers that fired with their evidence, SLA deadlines).
 
 Every response carries `model_version`; every error is `{"error", "error_type", "request_id"}`.
+Bodies are UTF-8 JSON sent as `Content-Type: application/json` (anything else: 415).
 """
 
+_REQUEST_ID_UNSAFE = re.compile(r"[^\x21-\x7e]")
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 
-class BodyTooLarge(Exception):
-    pass
+
+def clean_request_id(raw: bytes | None, max_chars: int) -> str:
+    """The caller's X-Request-ID as we echo it: visible ASCII only (no spaces, tabs or control
+    characters), at most ``max_chars``; empty → a fresh id. Echoing a value that ended in whitespace
+    made h11 refuse the whole reply."""
+    cleaned = _REQUEST_ID_UNSAFE.sub("", (raw or b"").decode("latin-1"))[:max_chars]
+    return cleaned or uuid.uuid4().hex
 
 
-class BodySizeLimit:
-    """Reject bodies over the limit with 413 — by Content-Length up front, or while streaming."""
+class RequestContext:
+    """Request id (cleaned echo or generated), in-flight gauge, latency histogram, one JSON access-log line."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_request_id_chars: int = 128) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_chars = max_request_id_chars
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge:
-            await self._reject(scope, receive, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = error_response(request, 413, "payload_too_large", f"request body over {self.max_bytes} bytes")
-        await response(scope, receive, send)
-
-
-class RequestContext(BaseHTTPMiddleware):
-    """Request id (echoed or generated), in-flight gauge, latency histogram, one JSON access-log line."""
-
-    async def dispatch(self, request: Request, call_next):
-        rid = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
-        request.state.request_id = rid
+        rid = clean_request_id(dict(scope["headers"]).get(b"x-request-id"), self.max_chars)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = 500
         start = time.perf_counter()
         IN_FLIGHT.inc()
-        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode("ascii"))]}
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
+            await self.app(scope, receive, send_with_id)
         finally:
             IN_FLIGHT.dec()
             elapsed = time.perf_counter() - start
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            REQUEST_LATENCY.labels(route=path, method=request.method, status=str(status)).observe(elapsed)
-            log.info(
-                "request",
-                extra={
-                    "request_id": rid,
-                    "route": f"{request.method} {path}",
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 2),
-                },
-            )
-        response.headers["X-Request-ID"] = rid
-        return response
+            path = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_LATENCY.labels(route=path, method=scope["method"], status=str(status)).observe(elapsed)
+            extra = {"request_id": rid, "route": f"{scope['method']} {path}", "status": status, "latency_ms": round(elapsed * 1000, 2)}
+            if state.get("key_id"):
+                extra["key_id"] = state["key_id"]
+            log.info("request", extra=extra)
+
+
+class BodyGuard:
+    """Reads the request body up front and decides before any route sees it:
+
+    * over the limit → 413, by Content-Length or while a chunked body streams (the route's own
+      limit: POST /v1/feedback has a smaller one);
+    * a body not sent as ``application/json`` (``charset=utf-8`` allowed) → 415;
+    * a body that is not UTF-8 (UTF-16, Latin-1) or holds NUL bytes → 422 ``invalid_json``
+      (RFC 8259: JSON between systems is UTF-8).
+
+    Then the route reads the buffered body; after it, ``receive`` is the server's again, so a
+    client that hangs up is still seen (``http.disconnect``)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limits = limits or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"], self.max_bytes)
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, 413, "payload_too_large", f"request body over {limit} bytes")
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its body: nothing to answer
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await self._reject(scope, receive, send, 413, "payload_too_large", f"request body over {limit} bytes")
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body:
+            media, _, params = headers.get(b"content-type", b"").decode("latin-1").partition(";")
+            charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, flags=re.I)
+            if media.strip().lower() != "application/json" or (charset and charset.group(1).lower() not in ("utf-8", "utf8")):
+                await self._reject(
+                    scope, receive, send, 415, "unsupported_media_type", "send the body as Content-Type: application/json (UTF-8)"
+                )
+                return
+            try:
+                body.decode("utf-8")
+                clean = b"\x00" not in body
+            except UnicodeDecodeError:
+                clean = False
+            if not clean:
+                await self._reject(scope, receive, send, 422, "invalid_json", "request body is not UTF-8 JSON")
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, status: int, error_type: str, message: str) -> None:
+        response = error_response(Request(scope, receive), status, error_type, message)
+        await response(scope, receive, send)
 
 
 def _install_sighup(app: FastAPI) -> None:
-    """SIGHUP reloads the configured model directory (same path as POST /v1/admin/reload)."""
+    """SIGHUP reloads the configured model directory (same checks as POST /v1/admin/reload)."""
     loop = asyncio.get_running_loop()
 
     def on_hup() -> None:
         async def reload() -> None:
             try:
-                result = await model.reload_model(app.state.holder, app.state.settings.model_dir)
+                result = await model.reload_model(app.state.holder, app.state.settings.model_dir, app.state.settings)
                 log.info("reloaded on SIGHUP", extra={"model_version": result.model_version})
             except Exception as err:  # keep serving the old model; the reason goes to the log
                 log.error(f"SIGHUP reload rejected: {err}")
@@ -134,30 +193,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging()
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+            log.info(f"metrics on {settings.metrics_host}:{settings.metrics_port}")
         predictor = await asyncio.to_thread(app.state.holder.load, settings.model_dir)
         await asyncio.to_thread(app.state.scorer.warmup)  # jieba's dictionary, before the first request
         model.publish_model_info(predictor)
         log.info("model loaded", extra={"model_version": predictor.version})
+        for warning in app.state.scorer.clock.calendar.status()["warnings"]:
+            log.warning(f"calendar: {warning}")
         _install_sighup(app)
-        yield
+        try:
+            yield
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
 
     app = FastAPI(title="投诉分诊 Complaint Triage API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
-    app.state.holder = ModelHolder(settings.intra_op_threads)
+    app.state.keys = KeyRing.from_settings(settings)
+    app.state.holder = ModelHolder(settings.threads, settings.canary_min_accuracy, settings.canary_min_critical_recall)
     app.state.background_tasks = set()
-    app.state.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
+    app.state.gate = InferenceGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_ms / 1000)
+    app.state.feedback_limiter = RateLimiter(settings.feedback_per_minute, settings.feedback_burst)
     app.state.scorer = EscalationScorer(load_policy(settings.escalation_policy))  # a bad policy fails here, at start-up
-    app.state.volume = VolumeMonitor(
-        window_s=settings.alert_window_s,
-        baseline_s=settings.alert_baseline_s,
-        ratio=settings.alert_ratio,
-        min_count=settings.alert_min_count,
-        bucket_s=settings.alert_bucket_s,
-        min_history_s=settings.alert_min_history_s,
-    )
+    app.state.volume = build_monitor(settings)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)  # added last = outermost: every response, even a 413, gets a request id
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, limits={"/v1/feedback": settings.feedback_max_body_bytes})
+    app.add_middleware(RequestContext, max_request_id_chars=settings.max_request_id_chars)  # outermost: every response gets an id
     for router in (health.router, triage.router, model.router, feedback.router, alerts.router):
         app.include_router(router)
+    if not settings.metrics_port:
+        app.include_router(health.metrics_router)
     return app

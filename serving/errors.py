@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.gate import ClientGone, QueueFull, Shed
 from serving.observability import ERRORS
 
 log = logging.getLogger("serving")
@@ -26,7 +27,9 @@ class ApiError(Exception):
 
 
 def request_id_of(request: Request) -> str:
-    return getattr(request.state, "request_id", "") or request.headers.get("x-request-id", "")
+    """The cleaned id ``RequestContext`` put in the request state (never the raw header: it may end in
+    whitespace or hold bytes a header cannot echo)."""
+    return getattr(request.state, "request_id", "") or ""
 
 
 def error_response(request: Request, status: int, error_type: str, message: str, details=None, headers=None) -> JSONResponse:
@@ -55,6 +58,23 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(request, 422, "invalid_json", "request body is not valid JSON", details)
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return error_response(request, 422, "validation_error", f"{where}: {first['msg']}", details)
+
+    @app.exception_handler(Shed)
+    async def _shed(request: Request, exc: Shed) -> JSONResponse:
+        if isinstance(exc, ClientGone):  # nobody is listening; 499 is what the access log shows
+            return error_response(request, 499, "client_closed_request", "the client disconnected before its request could start")
+        headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, QueueFull):
+            return error_response(
+                request, 429, "overloaded", "too many requests waiting; retry after the Retry-After seconds", headers=headers
+            )
+        return error_response(
+            request,
+            503,
+            "overloaded",
+            "the request could not start within the queue deadline; retry after the Retry-After seconds",
+            headers=headers,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,60 +1,94 @@
-"""Holds the served predictor and swaps it atomically on reload.
+"""Holds the served predictor and swaps it atomically on reload; decides which directories may load.
 
 Why a holder: a request takes one reference to the predictor at its start and finishes on it, so a
 reload never changes the model under a running request; the old model is freed when the last
-request using it returns. A candidate is validated on a canary batch before it is swapped in.
+request using it returns. A candidate is swapped in only after it passed the pinned canary set
+(``serving.canary``).
+
+What may load: the configured model directory, and on POST /v1/admin/reload only directories inside
+the configured models root (the resolved path, symlinks followed, must stay inside it). Inside a
+model directory every file the predictor opens, ``onnx_file`` of ``triage_config.json`` included,
+must resolve inside that directory (``"onnx_file": "../../elsewhere.onnx"`` is refused).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from triage_model.model_dir import ModelLoadError
+from serving.canary import CanaryReport, check_canary
+from triage_model.model_dir import DEFAULT_MODEL_DIR, METRICS_FILE, TOKENIZER_FILE, ModelLoadError, read_meta
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS
-
-CANARY_TEXTS = [
-    "快递一周了还没送到，电话也打不通",
-    "银行卡被盗刷了五千块，不是我本人操作！",
-    "请问怎么修改收货地址？",
-    "東西很好用，謝謝客服的耐心解答 👍",
-    "x" * 5000,
-]
 
 
-def validate_canary(predictor: TriagePredictor) -> None:
-    """The candidate must answer a canary batch with well-formed, finite, schema-shaped predictions."""
-    try:
-        results = predictor.predict(CANARY_TEXTS)
-    except Exception as err:  # any failure here means the candidate must not serve
-        raise ModelLoadError(f"canary batch failed: {err}") from err
-    if len(results) != len(CANARY_TEXTS):
-        raise ModelLoadError("canary batch returned the wrong number of results")
-    for res in results:
-        for head in HEADS:
-            score = getattr(res, head).score
-            if not 0.0 <= score <= 1.0:
-                raise ModelLoadError(f"canary: {head} score {score} is not a probability")
+class OutsideModelsRoot(ModelLoadError):
+    """The requested directory is not inside the configured models root (or no root is configured)."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def resolve_reload_target(requested: str | None, models_root: Path | None) -> Path:
+    """The directory an admin asked to load, checked against the models root (relative paths are
+    read under the root). Raises ``OutsideModelsRoot`` with a message that names no absolute path."""
+    if models_root is None:
+        raise OutsideModelsRoot(
+            "loading a directory by path is off: configure TRIAGE_MODELS_ROOT (reloads of the configured model still work)"
+        )
+    root = Path(models_root).resolve()
+    given = Path(requested or "")
+    target = (given if given.is_absolute() else root / given).resolve()
+    if not _inside(target, root) or target == root:
+        raise OutsideModelsRoot("model_dir must name a directory inside the models root")
+    return target
+
+
+def check_files_inside(model_dir: Path) -> None:
+    """Every file the predictor may open resolves inside ``model_dir`` (no ``../`` or symlink escape)."""
+    folder = Path(model_dir).resolve()
+    meta = read_meta(folder)
+    names = [TOKENIZER_FILE, METRICS_FILE, "model.int8.onnx", "model.onnx", *([meta.onnx_file] if meta.onnx_file else [])]
+    for name in names:
+        if Path(name).is_absolute() or not _inside((folder / name).resolve(), folder):
+            raise ModelLoadError(f"{name!r} resolves outside the model directory")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~>-])/(?:[^\s/:'\",)\]]+/)*[^\s/:'\",)\]]*")
+
+
+def redact_paths(message: str, labels: dict[Path, str]) -> str:
+    """``message`` without absolute paths: known folders become their labels, any other path ``<path>``."""
+    for folder, label in sorted(labels.items(), key=lambda kv: -len(str(kv[0]))):
+        for form in {str(folder), str(Path(folder).resolve())}:
+            message = message.replace(form, label)
+    return _ABSOLUTE_PATH.sub("<path>", message)
 
 
 class ModelHolder:
-    def __init__(self, intra_op_threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, canary_min_accuracy: float = 0.5, canary_min_critical_recall: float = 0.6) -> None:
         self._predictor: TriagePredictor | None = None
         self._lock = threading.Lock()
-        self.intra_op_threads = intra_op_threads
+        self.threads = threads
+        self.canary_min_accuracy = canary_min_accuracy
+        self.canary_min_critical_recall = canary_min_critical_recall
         self.loaded_at: datetime | None = None
+        self.canary: CanaryReport | None = None
 
     @property
     def predictor(self) -> TriagePredictor | None:
         return self._predictor
 
     def load(self, model_dir: Path | None) -> TriagePredictor:
-        """Load, canary-check and swap in; on any failure the current model keeps serving."""
+        """Load, check, canary-test and swap in; on any failure the current model keeps serving."""
         with self._lock:
-            candidate = TriagePredictor.from_pretrained(model_dir, intra_op_threads=self.intra_op_threads)
-            validate_canary(candidate)
+            folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+            check_files_inside(folder)
+            candidate = TriagePredictor.from_pretrained(folder, intra_op_threads=self.threads)
+            report = check_canary(candidate, self.canary_min_accuracy, self.canary_min_critical_recall)
             self._predictor = candidate
+            self.canary = report
             self.loaded_at = datetime.now(UTC)
             return candidate

@@ -17,6 +17,10 @@ REQUEST_LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("triage_requests_in_flight", "HTTP requests being handled")
 QUEUED = Gauge("triage_inference_queue_depth", "requests waiting for an inference slot")
+SHED = Counter("triage_shed_total", "requests not computed: queue full (429), queue deadline (503), client gone while queued", ["reason"])
+ALERT_STORE_ERRORS = Counter(
+    "triage_alert_store_errors_total", "volume-alert store failures (e.g. Redis unreachable); predictions still served"
+)
 PREDICTIONS = Counter("triage_predictions_total", "predictions served per head and label", ["head", "label"])
 ERRORS = Counter("triage_errors_total", "error responses by type", ["error_type"])
 MODEL_INFO = Info("triage_model", "the model being served")
@@ -38,7 +42,7 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "route", "status", "latency_ms", "model_version"):
+        for key in ("request_id", "route", "status", "latency_ms", "model_version", "key_id"):
             if hasattr(record, key):
                 payload[key] = getattr(record, key)
         if record.exc_info:

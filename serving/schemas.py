@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from triage_model.escalation.models import check_year
 from triage_model.normalize import normalize_text
 from triage_model.results import TriageResult
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_unicode(value: str | None) -> str | None:
+    """JSON may carry ``"\\ud800"``, a lone UTF-16 surrogate: not a character, and text that cannot be
+    encoded to UTF-8 can be neither scored nor stored. Refused with 422 before any inference."""
+    if value is not None and _SURROGATE.search(value):
+        raise ValueError("contains a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode")
+    return value
+
 
 EXAMPLE_CALM = {"text": "请问你们的会员可以开增值税专用发票吗？需要提供哪些资料？"}
 EXAMPLE_FRAUD = {
@@ -91,6 +104,8 @@ class ComplaintContext(BaseModel):
     tier_entered_at: AwareDatetime | None = Field(None, description="when it entered current_tier (ISO-8601 with tz)")
     customer_requested_escalation: bool = False
 
+    _years = field_validator("received_at", "tier_entered_at")(check_year)
+
 
 class TriageRequest(ComplaintContext):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_CALM, EXAMPLE_FRAUD, EXAMPLE_REPEAT]})
@@ -100,15 +115,31 @@ class TriageRequest(ComplaintContext):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, v: str) -> str:
-        if not v.strip() or not normalize_text(v[:1000] if len(v) > 100_000 else v):
+        check_unicode(v)
+        # blank = nothing left after normalisation; the start decides for almost every text, and no
+        # more than the size limit's worth is ever normalised here (over it is the route's 413)
+        blank = not v.strip() or (not normalize_text(v[:2000]) and (len(v) <= 2000 or not normalize_text(v[:100_000])))
+        if blank:
             raise ValueError("text is empty or has only whitespace/control characters")
         return v
+
+
+class BatchItem(TriageRequest):
+    """One complaint of a batch, optionally with the caller's own ``id`` (echoed in its result)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": "T-1001", **EXAMPLE_CALM}]})
+
+    id: str | None = Field(None, min_length=1, max_length=200, description="your id for this item; comes back on its result")
+
+    _id_unicode = field_validator("id")(check_unicode)
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[TriageRequest] = Field(min_length=1, description="up to 64 complaints; results come back in this order")
+    items: list[BatchItem] = Field(
+        min_length=1, description="up to max_batch_items (64 by default) complaints; results come back in this order"
+    )
 
 
 class TriageResponse(TriageResult):
@@ -119,10 +150,14 @@ class TriageResponse(TriageResult):
     request_id: str
 
 
+class BatchItemResult(TriageResult):
+    id: str | None = Field(None, description="the item's id, as sent")
+
+
 class BatchResponse(BaseModel):
     request_id: str
     model_version: str
-    results: list[TriageResult]
+    results: list[BatchItemResult]
 
 
 class ErrorResponse(BaseModel):
@@ -141,6 +176,9 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     status: Literal["ready", "loading"]
     model_version: str | None = None
+    canary: dict | None = Field(None, description="the loaded model's accuracy on the pinned canary set")
+    calendar: dict | None = Field(None, description="working-day calendar coverage (official / provisional years)")
+    warnings: list[str] = Field(default_factory=list, description="things an operator should fix; the service still serves")
 
 
 class ModelInfo(BaseModel):

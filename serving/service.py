@@ -1,16 +1,18 @@
-"""The triage use case behind the routes: limits → predict (off the event loop) → escalation → counters."""
+"""The triage use case behind the routes: limits → gate → predict (off the event loop) → escalation → counters."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
 
 from serving.alerts import VolumeMonitor
 from serving.errors import ApiError
-from serving.gate import InferenceGate, QueueFull
-from serving.observability import ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS
+from serving.gate import InferenceGate
+from serving.observability import ALERT_STORE_ERRORS, ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS
 from serving.schemas import TriageRequest
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
@@ -18,6 +20,8 @@ from triage_model.pipeline import triage_texts
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 from triage_model.schema import HEADS
+
+log = logging.getLogger("serving")
 
 
 def check_limits(items: list[TriageRequest], settings: Settings) -> None:
@@ -40,8 +44,8 @@ def predict_and_score(
 def count(results: list[TriageResult], monitor: VolumeMonitor) -> None:
     """Prometheus counters and the volume monitor see every served prediction.
 
-    The monitor gets one call per category in the batch (not per item): each call takes its lock and
-    sums the bucket history, which for a 64-item batch on the event loop would add up."""
+    The monitor gets one call per category in the batch (not per item). A failing alert store (Redis
+    down) is logged and counted, never turned into a failed prediction."""
     for res in results:
         for head in HEADS:
             PREDICTIONS.labels(head=head, label=getattr(res, head).label).inc()
@@ -49,8 +53,12 @@ def count(results: list[TriageResult], monitor: VolumeMonitor) -> None:
             ESCALATION_TIERS.labels(tier=res.escalation.tier).inc()
             for trig in res.escalation.triggers:
                 ESCALATION_TRIGGERS.labels(trigger=trig.name).inc()
-    for category, n in Counter(res.category.label for res in results).items():
-        monitor.record(category, n)
+    try:
+        for category, n in Counter(res.category.label for res in results).items():
+            monitor.record(category, n)
+    except Exception as err:  # the alert store is an add-on; the complaint was triaged
+        ALERT_STORE_ERRORS.inc()
+        log.warning(f"volume alerts not updated: {type(err).__name__}: {err}")
 
 
 async def triage_items(
@@ -60,17 +68,28 @@ async def triage_items(
     settings: Settings,
     scorer: EscalationScorer,
     monitor: VolumeMonitor,
+    disconnected: Callable[[], Awaitable[object]] | None = None,
 ) -> list[TriageResult]:
     """Check limits, predict and score off the event loop under the inference gate, count.
 
-    Items without ``received_at`` are scored as received now (UTC), one instant for the whole call.
+    The gate refuses (429/503, ``serving.gate``) instead of queueing without bound, and drops the
+    request when ``disconnected`` returns first (the client hung up while waiting). Items without
+    ``received_at`` are scored as received now (UTC), one instant for the whole call.
     """
     check_limits(items, settings)
     now = datetime.now(UTC)
-    try:
-        async with gate.slot():
-            results = await run_in_threadpool(predict_and_score, predictor, scorer, items, settings.micro_batch_size, now)
-    except QueueFull:
-        raise ApiError(429, "overloaded", "too many requests in flight; retry shortly", headers={"Retry-After": "1"}) from None
+    async with gate.slot(disconnected):
+        results = await run_in_threadpool(predict_and_score, predictor, scorer, items, settings.micro_batch_size, now)
     count(results, monitor)
     return results
+
+
+def disconnect_waiter(receive) -> Callable[[], Awaitable[None]]:
+    """A coroutine factory that returns once the client has disconnected (after the body was read,
+    the server's ``receive`` yields nothing but ``http.disconnect``)."""
+
+    async def wait() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return wait

@@ -1,29 +1,71 @@
-"""Service settings, read once from ``TRIAGE_*`` environment variables (12-factor style)."""
+"""Service settings from ``TRIAGE_*`` environment variables (pydantic-settings), read once at start-up.
+
+Every limit is a field, so every limit is settable: ``TRIAGE_<FIELD NAME>`` (``TRIAGE_MAX_QUEUE=128``,
+``TRIAGE_QUEUE_TIMEOUT_MS=500``). Key lists are comma-separated (``TRIAGE_API_KEYS=k1,k2``); an entry
+may name its key, ``id:secret``, and that id (never the secret) is what logs and feedback records
+carry. Tests and embedding code pass values directly: ``Settings(max_queue=8)``.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KeyList = Annotated[list[str], NoDecode]
+"""A comma-separated list in the environment (not JSON), a list in Python."""
 
 
-def _env_list(name: str) -> list[str]:
-    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", populate_by_name=True, protected_namespaces=())
 
+    # -- the model ---------------------------------------------------------------------------------
+    model_dir: Path | None = Field(None, description="exported model directory to serve; None = the shipped default")
+    models_root: Path | None = Field(
+        None,
+        description="POST /v1/admin/reload may load only directories inside this one (resolved, symlinks followed); "
+        "unset: only the configured model_dir can be reloaded",
+    )
+    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (None: all cores)")
+    canary_min_accuracy: float = Field(
+        0.5, ge=0, le=1, description="a (re)loaded model must get at least this share of each head right on the pinned canary set"
+    )
+    canary_min_critical_recall: float = Field(
+        0.6, ge=0, le=1, description="... and find at least this share of the canary set's 一级 complaints"
+    )
 
-class Settings(BaseModel):
-    model_dir: Path | None = Field(None, description="exported model directory; None = the shipped default")
-    intra_op_threads: int | None = Field(None, description="onnxruntime intra-op threads (None: all cores)")
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_text_chars: int = 100_000
-    max_batch_items: int = 64
-    micro_batch_size: int = 32
-    max_concurrent_inferences: int = 2
-    max_queue: int = 64
-    api_keys: list[str] = Field(default_factory=list, description="if set, X-API-Key must be one of these")
-    admin_keys: list[str] = Field(default_factory=list, description="keys allowed to call /v1/admin/*")
+    # -- keys and scopes ---------------------------------------------------------------------------
+    api_keys: KeyList = Field(default_factory=list, description="scope triage (/v1/triage*, /v1/model, /v1/alerts); set: a key is required")
+    feedback_keys: KeyList = Field(default_factory=list, description="scope feedback (POST /v1/feedback); unset: feedback is off")
+    admin_keys: KeyList = Field(default_factory=list, description="scope admin (reload; implies every other scope); unset: admin is off")
+    metrics_keys: KeyList = Field(default_factory=list, description="scope metrics (GET /metrics), e.g. for the Prometheus scraper")
+
+    # -- request limits ----------------------------------------------------------------------------
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="request body limit (413 over it)")
+    max_text_chars: int = Field(100_000, ge=1, description="characters per complaint (413 over it)")
+    max_batch_items: int = Field(64, ge=1, description="items per POST /v1/triage/batch (413 over it)")
+    micro_batch_size: int = Field(32, ge=1, description="texts per onnxruntime run")
+    max_request_id_chars: int = Field(128, ge=8, le=1024, description="longest X-Request-ID echoed (longer ones are cut)")
+
+    # -- load shedding -----------------------------------------------------------------------------
+    max_concurrent: int = Field(2, ge=1, description="inference slots (onnxruntime already uses every core for one run)")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot; one more gets 429")
+    queue_timeout_ms: int = Field(1500, ge=1, description="a request that cannot start within this gets 503 with Retry-After")
+
+    # -- feedback ----------------------------------------------------------------------------------
     corrections_dir: Path = Field(Path("labeled_data/corrections"), description="where POST /v1/feedback appends <YYYY-MM>.jsonl")
+    feedback_max_body_bytes: int = Field(64 * 1024, ge=1024, description="body limit of POST /v1/feedback")
+    feedback_max_text_chars: int = Field(20_000, ge=1, description="characters of a corrected complaint text")
+    feedback_per_minute: int = Field(30, ge=1, description="corrections per key per minute (token bucket; 429 over it)")
+    feedback_burst: int = Field(10, ge=1, description="corrections a key may send at once before the per-minute rate applies")
+
+    # -- metrics -----------------------------------------------------------------------------------
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve /metrics on this port instead (and not on the API port)")
+    metrics_host: str = Field("127.0.0.1", description="bind address of the metrics port")
+
+    # -- escalation and alerts ---------------------------------------------------------------------
     escalation_policy: Path | None = Field(None, description="escalation policy YAML; None = the packaged one")
     alert_window_s: int = Field(900, gt=0, description="volume alerts: recent window (seconds)")
     alert_baseline_s: int = Field(86_400, gt=0, description="volume alerts: baseline period before the window (seconds)")
@@ -31,33 +73,26 @@ class Settings(BaseModel):
     alert_min_count: int = Field(20, ge=1, description="... and the window count is at least this")
     alert_bucket_s: int = Field(60, gt=0, description="counting bucket width (seconds)")
     alert_min_history_s: int = Field(3_600, ge=0, description="no alerts until this much history has been seen")
+    alert_backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory: per process; redis: shared by every worker and replica"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis server of alert_backend=redis")
+    alert_redis_prefix: str = Field("triage:volume", min_length=1, description="key prefix of the alert counters in Redis")
+
+    @field_validator("api_keys", "feedback_keys", "admin_keys", "metrics_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _windows(self) -> Settings:
+        if not 0 < self.alert_bucket_s <= self.alert_window_s < self.alert_baseline_s:
+            raise ValueError("need 0 < alert_bucket_s <= alert_window_s < alert_baseline_s")
+        return self
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ
-
-        def opt_int(name: str) -> int | None:
-            return int(env[name]) if env.get(name) else None
-
-        values: dict = {
-            "model_dir": Path(env["TRIAGE_MODEL_DIR"]) if env.get("TRIAGE_MODEL_DIR") else None,
-            "intra_op_threads": opt_int("TRIAGE_THREADS"),
-            "api_keys": _env_list("TRIAGE_API_KEYS"),
-            "admin_keys": _env_list("TRIAGE_ADMIN_KEYS"),
-            "corrections_dir": Path(env["TRIAGE_CORRECTIONS_DIR"]) if env.get("TRIAGE_CORRECTIONS_DIR") else None,
-            "escalation_policy": Path(env["TRIAGE_ESCALATION_POLICY"]) if env.get("TRIAGE_ESCALATION_POLICY") else None,
-            "alert_ratio": float(env["TRIAGE_ALERT_RATIO"]) if env.get("TRIAGE_ALERT_RATIO") else None,
-        }
-        for field, name in (
-            ("max_concurrent_inferences", "TRIAGE_MAX_CONCURRENT"),
-            ("max_queue", "TRIAGE_MAX_QUEUE"),
-            ("max_body_bytes", "TRIAGE_MAX_BODY_BYTES"),
-            ("alert_window_s", "TRIAGE_ALERT_WINDOW_S"),
-            ("alert_baseline_s", "TRIAGE_ALERT_BASELINE_S"),
-            ("alert_min_count", "TRIAGE_ALERT_MIN_COUNT"),
-            ("alert_bucket_s", "TRIAGE_ALERT_BUCKET_S"),
-            ("alert_min_history_s", "TRIAGE_ALERT_MIN_HISTORY_S"),
-        ):
-            if env.get(name):
-                values[field] = int(env[name])
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        """The settings of a served process: ``TRIAGE_*`` environment variables over the defaults."""
+        return cls()

@@ -1,13 +1,24 @@
-"""Volume alerts (预警): fire on a spike against the category's own baseline, clear when it passes."""
+"""Volume alerts (预警): fire on a spike against the category's own baseline, clear when it passes.
+
+The same behaviour holds with the counts in Redis (``RedisStore``), and then two workers share them
+(issue 14, item 14). Those tests start a real ``redis-server`` (Debian package ``redis-server``) on a
+free loopback port and skip, saying why, when the binary is not installed; with
+``TRIAGE_TEST_REQUIRE_REDIS=1`` (set by .ci/run) a missing binary fails instead.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
 import threading
+import time
 
 import pytest
 from prometheus_client import REGISTRY
 
-from serving.alerts import VolumeMonitor
+from serving.alerts import RedisStore, VolumeMonitor
 
 HOUR = 3600
 
@@ -28,6 +39,54 @@ def monitor(clock: FakeClock, **kw) -> VolumeMonitor:
     return VolumeMonitor(**{**params, **kw}, clock=clock)
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A private redis-server for this module (no persistence), or a skip that says why."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("TRIAGE_TEST_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is not installed (apt-get install redis-server) and TRIAGE_TEST_REQUIRE_REDIS=1")
+        pytest.skip("redis-server binary not found: apt-get install redis-server to run the shared-alert tests")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not answer PING")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def redis_monitor(url: str, prefix: str, clock: FakeClock, **kw) -> VolumeMonitor:
+    params = {"window_s": 900, "baseline_s": 24 * HOUR, "ratio": 3.0, "min_count": 10, "bucket_s": 60, "min_history_s": HOUR}
+    params.update(kw)
+    store = RedisStore.from_url(url, prefix, params["baseline_s"] + params["window_s"] + 120)
+    return VolumeMonitor(**params, clock=clock, store=store)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_monitor(request):
+    """Builds monitors of one backend; with redis, every monitor made in one test shares the state."""
+    if request.param == "memory":
+        return lambda clock, **kw: monitor(clock, **kw)
+    url = request.getfixturevalue("redis_url")
+    prefix = f"t{time.monotonic_ns()}"
+    return lambda clock, **kw: redis_monitor(url, prefix, clock, **kw)
+
+
 def steady(m: VolumeMonitor, clock: FakeClock, category: str, per_hour: int, hours: int) -> None:
     """``per_hour`` predictions of ``category`` spread evenly over ``hours``."""
     step = HOUR / per_hour
@@ -36,9 +95,9 @@ def steady(m: VolumeMonitor, clock: FakeClock, category: str, per_hour: int, hou
         clock.advance(step)
 
 
-def test_a_spike_over_the_baseline_fires_and_clears_when_it_passes():
+def test_a_spike_over_the_baseline_fires_and_clears_when_it_passes(make_monitor):
     clock = FakeClock()
-    m = monitor(clock)
+    m = make_monitor(clock)
     steady(m, clock, "物流配送", per_hour=8, hours=6)  # baseline: 2 per 15 minutes
     assert m.snapshot().alerts == []
     for _ in range(30):  # 30 in the next 5 minutes: 15× the usual rate
@@ -53,9 +112,9 @@ def test_a_spike_over_the_baseline_fires_and_clears_when_it_passes():
     assert m.snapshot().alerts == []
 
 
-def test_a_small_count_never_alerts_even_against_a_zero_baseline():
+def test_a_small_count_never_alerts_even_against_a_zero_baseline(make_monitor):
     clock = FakeClock()
-    m = monitor(clock)
+    m = make_monitor(clock)
     steady(m, clock, "物流配送", per_hour=4, hours=2)
     for _ in range(9):  # below min_count
         m.record("账户与隐私")
@@ -65,18 +124,18 @@ def test_a_small_count_never_alerts_even_against_a_zero_baseline():
     assert alert.category == "账户与隐私" and alert.ratio is None and alert.expected_in_window == 0
 
 
-def test_steady_high_volume_is_not_a_spike():
+def test_steady_high_volume_is_not_a_spike(make_monitor):
     clock = FakeClock()
-    m = monitor(clock)
+    m = make_monitor(clock)
     steady(m, clock, "售后服务", per_hour=200, hours=4)
     volume = {v.category: v for v in m.snapshot().categories}["售后服务"]
     assert volume.window_count >= 10 and not volume.alerting
     assert volume.ratio == pytest.approx(1.0, rel=0.15)
 
 
-def test_nothing_alerts_while_warming_up():
+def test_nothing_alerts_while_warming_up(make_monitor):
     clock = FakeClock()
-    m = monitor(clock)
+    m = make_monitor(clock)
     for _ in range(50):
         m.record("系统故障")
         clock.advance(1)
@@ -103,7 +162,7 @@ def test_old_buckets_are_dropped():
     clock = FakeClock()
     m = monitor(clock, baseline_s=2 * HOUR)
     steady(m, clock, "订单交易", per_hour=60, hours=5)
-    assert len(m._buckets) <= (2 * HOUR + 900) // 60 + 2
+    assert len(m.store._buckets) <= (2 * HOUR + 900) // 60 + 2
 
 
 def test_concurrent_records_are_all_counted():
@@ -148,3 +207,50 @@ def test_alerts_endpoint_lists_active_alerts_with_their_numbers(served_model_dir
         assert {"category", "baseline_count", "expected_in_window", "ratio", "active_since"} <= set(alert)
         clock.advance(HOUR)
         assert c.get("/v1/alerts").json()["alerts"] == []
+
+
+def test_two_workers_sharing_redis_see_all_traffic_and_raise_one_alert(redis_url):
+    """Each worker gets half of a spike: alone (in-process state) neither would alert; with the counts
+    in Redis both see the whole spike, and the alert is raised once, not once per worker."""
+    clock = FakeClock()
+    prefix = f"t{time.monotonic_ns()}"
+    a, b = redis_monitor(redis_url, prefix, clock), redis_monitor(redis_url, prefix, clock)
+    a_alone = monitor(clock)  # what worker a would know with in-process state
+    for i in range(8 * 4):  # a steady 8 per hour for 4 hours, alternating workers
+        (a if i % 2 else b).record("物流配送")
+        clock.advance(HOUR / 8)
+    raised = REGISTRY.get_sample_value("triage_volume_alerts_total", {"category": "账户与隐私"}) or 0.0
+    for i in range(12):  # 12 in two minutes, 6 per worker, against a baseline of none
+        if i % 2:
+            a.record("账户与隐私")
+            a_alone.record("账户与隐私")
+        else:
+            b.record("账户与隐私")
+        clock.advance(10)
+    [alert_a], [alert_b] = a.snapshot().alerts, b.snapshot().alerts
+    assert alert_a.category == alert_b.category == "账户与隐私" and alert_a.window_count == alert_b.window_count == 12
+    assert alert_a.active_since == alert_b.active_since
+    assert REGISTRY.get_sample_value("triage_volume_alerts_total", {"category": "账户与隐私"}) == raised + 1
+    assert a_alone.snapshot().alerts == [], "6 of its own is below min_count: one worker alone misses the spike"
+    clock.advance(2 * HOUR)
+    assert a.snapshot().alerts == [] and b.snapshot().alerts == []
+
+
+def test_the_redis_backend_is_chosen_by_the_settings_and_an_outage_never_fails_a_prediction(redis_url, served_model_dir):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    settings = Settings(
+        model_dir=served_model_dir, alert_backend="redis", redis_url=redis_url, alert_redis_prefix=f"app{time.monotonic_ns()}"
+    )
+    app = create_app(settings)
+    assert isinstance(app.state.volume.store, RedisStore)
+    with TestClient(app) as c:
+        assert c.post("/v1/triage", json={"text": "银行卡被盗刷了五千块"}).status_code == 200
+        assert sum(v["window_count"] for v in c.get("/v1/alerts").json()["categories"]) == 1
+        app.state.volume.store = RedisStore.from_url("redis://127.0.0.1:1/0", "down", 60)  # nothing listens on port 1
+        assert c.post("/v1/triage", json={"text": "银行卡被盗刷了五千块"}).status_code == 200
+        r = c.get("/v1/alerts")
+        assert r.status_code == 503 and r.json()["error_type"] == "alerts_unavailable"

@@ -95,6 +95,15 @@ def test_batch_results_come_back_in_request_order(client):
         assert (same and abs(one["category"]["score"] - many["category"]["score"]) < 0.1) or one["category"]["score"] < 0.5
 
 
+def test_batch_items_may_carry_an_id_that_comes_back_on_their_result(client):
+    items = [{"id": "T-1", "text": "请问怎么开发票？"}, {"text": "物流三天没更新"}, {"id": "订单-3", "text": "银行卡被盗刷了"}]
+    body = client.post("/v1/triage/batch", json={"items": items}).json()
+    assert [r["id"] for r in body["results"]] == ["T-1", None, "订单-3"]
+    assert all(r["category"]["label"] for r in body["results"])
+    assert_error(client.post("/v1/triage/batch", json={"items": [{"id": "", "text": "好"}]}), 422, "validation_error")
+    assert_error(client.post("/v1/triage", json={"id": "T-1", "text": "好"}), 422, "validation_error")  # singles take no id
+
+
 def test_batch_limits(client):
     assert_error(client.post("/v1/triage/batch", json={"items": [{"text": "快递丢了"}] * 65}), 413, "batch_too_large")
     assert_error(client.post("/v1/triage/batch", json={"items": []}), 422)
@@ -113,7 +122,8 @@ def test_health_ready_model_and_metrics(client):
     assert ready["status"] == "ready" and ready["model_version"]
     info = client.get("/v1/model").json()
     assert info["labels"]["severity"] == ["一级", "二级", "三级"]
-    metrics = client.get("/metrics").text
+    assert_error(client.get("/metrics"), 401, "unauthorized")  # keys are configured: metrics are scoped
+    metrics = client.get("/metrics", headers={"X-API-Key": "admin-secret"}).text
     assert "triage_request_latency_seconds" in metrics and "triage_predictions_total" in metrics
 
 

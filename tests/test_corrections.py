@@ -18,20 +18,34 @@ from serving.settings import Settings
 from tests.conftest import write_jsonl
 from training.merge_corrections import LEDGER_FILE, MERGED_DATA_FILE, merge_corrections
 from triage_cli.main import app as cli_app
+from triage_model import corrections
 from triage_model.corrections import append_correction, month_file, read_corrections
 from triage_model.labeled_data import load_labeled, split_for_id
 
 FRAUD = "我的银行卡昨晚凌晨被莫名扣了3次共2980元，根本不是我本人操作的！"
 
 
+def app_settings(tmp_path: Path, **overrides) -> Settings:
+    base = {
+        "api_keys": ["k1"],
+        "feedback_keys": ["qa-zhang:fb-secret"],
+        "corrections_dir": tmp_path / "corrections",
+        "feedback_per_minute": 6000,
+        "feedback_burst": 100,
+    }
+    return Settings(**{**base, **overrides})
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
     # No `with`: the lifespan (model loading) is not needed to take feedback.
-    return TestClient(create_app(Settings(api_keys=["k1"], corrections_dir=tmp_path / "corrections")))
+    return TestClient(create_app(app_settings(tmp_path)))
 
 
-def post(client: TestClient, body: dict, key: str | None = "k1"):
-    return client.post("/v1/feedback", json=body, headers={"X-API-Key": key} if key else {})
+def post(client: TestClient, body: dict, key: str | None = "fb-secret"):
+    # json.dumps escapes non-ASCII, so a lone surrogate travels as "\\ud800", as a JSON client may send it
+    headers = {"content-type": "application/json", **({"X-API-Key": key} if key else {})}
+    return client.post("/v1/feedback", content=json.dumps(body).encode(), headers=headers)
 
 
 def stored(tmp_path: Path) -> list[dict]:
@@ -40,12 +54,15 @@ def stored(tmp_path: Path) -> list[dict]:
 
 
 def test_feedback_is_appended_with_id_and_utc_time_and_returns_201(client: TestClient, tmp_path: Path) -> None:
-    r = post(client, {"request_id": "req-1", "text": FRAUD, "severity": "一级", "triggers": ["legal_media_risk"], "reviewer": "qa-zhang"})
+    r = post(client, {"request_id": "req-1", "text": FRAUD, "severity": "一级", "triggers": ["legal_media_risk"], "reviewer": "boss"})
     assert r.status_code == 201, r.text
     body = r.json()
     [line] = stored(tmp_path)
     assert line["correction_id"] == body["correction_id"] and line["received_at"] == body["received_at"]
-    assert line["severity"] == "一级" and line["text"] == FRAUD and line["reviewer"] == "qa-zhang"
+    assert line["severity"] == "一级" and line["text"] == FRAUD
+    # who wrote it is the authenticated key, never the name the caller typed
+    assert line["reviewer"] == line["key_id"] == body["reviewer"] == "qa-zhang" and line["key_scope"] == "feedback"
+    assert line["declared_reviewer"] == "boss" and "fb-secret" not in json.dumps(line)
     assert "category" not in line, "only the corrected heads are stored"
     assert datetime.fromisoformat(line["received_at"]).utcoffset().total_seconds() == 0
     assert (tmp_path / "corrections" / f"{datetime.now(timezone.utc):%Y-%m}.jsonl").exists()
@@ -54,7 +71,7 @@ def test_feedback_is_appended_with_id_and_utc_time_and_returns_201(client: TestC
 @pytest.mark.parametrize(
     ("body", "where"),
     [
-        ({"text": FRAUD, "severity": "一级"}, "reviewer"),
+        ({"text": "快递没到\ud800", "severity": "一级"}, "unicode string"),
         ({"severity": "一级", "reviewer": "qa"}, "request_id"),
         ({"text": FRAUD, "reviewer": "qa"}, "correct at least one"),
         ({"text": FRAUD, "category": "快递", "reviewer": "qa"}, "category"),
@@ -71,9 +88,34 @@ def test_invalid_feedback_is_rejected_with_422_and_not_stored(client: TestClient
     assert not list((tmp_path / "corrections").glob("*.jsonl"))
 
 
-def test_feedback_requires_the_api_key(client: TestClient) -> None:
-    r = post(client, {"text": FRAUD, "severity": "一级", "reviewer": "qa"}, key=None)
+def test_feedback_requires_a_key_with_the_feedback_scope(client: TestClient, tmp_path: Path) -> None:
+    body = {"text": FRAUD, "severity": "一级"}
+    r = post(client, body, key=None)
     assert r.status_code == 401 and set(r.json()) >= {"error", "error_type", "request_id"}
+    r = post(client, body, key="k1")  # a triage key may triage, not write training data
+    assert r.status_code == 403 and r.json()["error_type"] == "forbidden"
+    assert post(client, body, key="fb-secret").status_code == 201
+    assert client.post("/v1/triage", json={"text": "快递"}, headers={"X-API-Key": "fb-secret"}).status_code == 403
+    assert len(stored(tmp_path)) == 1
+
+
+def test_feedback_is_off_until_feedback_keys_are_configured(tmp_path: Path) -> None:
+    c = TestClient(create_app(Settings(corrections_dir=tmp_path / "corrections")))
+    r = c.post("/v1/feedback", json={"text": FRAUD, "severity": "一级"})
+    assert r.status_code == 403 and r.json()["error_type"] == "feedback_disabled"
+    assert not (tmp_path / "corrections").exists()
+
+
+def test_feedback_has_size_and_rate_limits(tmp_path: Path) -> None:
+    c = TestClient(create_app(app_settings(tmp_path, feedback_max_text_chars=50, feedback_burst=3, feedback_per_minute=1)))
+    r = post(c, {"text": "投诉" * 26, "severity": "一级"})
+    assert r.status_code == 413 and r.json()["error_type"] == "text_too_large"
+    r = post(c, {"text": FRAUD, "severity": "一级", "comment": "x" * 70_000})  # over the 64 KiB body limit of this route
+    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
+    assert [post(c, {"text": f"{i}{FRAUD}", "severity": "一级"}).status_code for i in range(3)] == [201] * 3
+    r = post(c, {"text": FRAUD, "severity": "一级"})
+    assert r.status_code == 429 and r.json()["error_type"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+    assert len(stored(tmp_path)) == 3
 
 
 def test_fifty_concurrent_requests_store_fifty_whole_lines(client: TestClient, tmp_path: Path) -> None:
@@ -84,7 +126,7 @@ def test_fifty_concurrent_requests_store_fifty_whole_lines(client: TestClient, t
     assert [r.status_code for r in responses] == [201] * 50
     lines = stored(tmp_path)
     assert len(lines) == 50
-    assert sorted(line["reviewer"] for line in lines) == sorted(f"r{i}" for i in range(50))
+    assert sorted(line["declared_reviewer"] for line in lines) == sorted(f"r{i}" for i in range(50))
     assert len({line["correction_id"] for line in lines}) == 50
 
 
@@ -133,7 +175,10 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def correct(data_dir: Path, **fields: object) -> str:
-    return append_correction(data_dir / "corrections", {"reviewer": "qa", **fields}).correction_id
+    """A correction as the API stores it: reviewer = the posting key's id, with its scope."""
+    key = str(fields.pop("reviewer", "qa"))
+    record = {"reviewer": key, "key_id": key, "key_scope": "feedback", **fields}
+    return append_correction(data_dir / "corrections", record).correction_id
 
 
 def rows_by_id(data_dir: Path) -> dict[str, dict]:
@@ -243,3 +288,58 @@ def test_merge_cli_prints_a_table_and_writes_the_report(data_dir: Path, tmp_path
     assert "test_split" in result.output
     saved = json.loads(report.read_text(encoding="utf-8"))
     assert saved["counts"]["test_split"] == 1 and saved["issues"][0]["row_id"] == id_in("test", "te")
+
+
+def test_only_corrections_from_trusted_keys_and_scopes_are_merged(data_dir: Path) -> None:
+    train_id = id_in("train", "tr")
+    text = "快递一周了还没送到，电话也打不通"
+    by_hand = append_correction(data_dir / "corrections", {"text": text, "severity": "一级", "reviewer": "someone"}).correction_id
+    result = merge_corrections(data_dir)
+    assert not result.updated and [(i.kind, i.correction_ids) for i in result.issues] == [("untrusted", [by_hand])]
+    assert "no authenticated key" in result.issues[0].detail
+    trusted = correct(data_dir, text=text, severity="二级", reviewer="qa-li")
+    other = correct(data_dir, text=FRAUD, category="支付与资金安全", severity="一级", sentiment="愤怒", reviewer="intern")
+    only_li = merge_corrections(data_dir, trusted_keys={"qa-li"})
+    assert only_li.updated == {train_id: [trusted]} and only_li.by_key == {"qa-li": 1}
+    assert sorted(i.correction_ids[0] for i in only_li.issues if i.kind == "untrusted") == sorted([by_hand, other])
+    assert rows_by_id(data_dir)[train_id]["severity"] == "二级"
+    assert merge_corrections(data_dir, trusted_scopes=("admin",)).added == {}, "intern's key has the feedback scope only"
+    assert merge_corrections(data_dir).added == {f"corr-{other}": [other]}
+
+
+def test_a_failed_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk writes part of a line and then refuses; the file is cut back, the error raised, and
+    the next record starts on a clean line (issue 14, item 12)."""
+    append_correction(tmp_path, {"text": "第一条", "severity": "二级", "reviewer": "qa"})
+    path = month_file(tmp_path, datetime.now(timezone.utc))
+    before = path.read_bytes()
+    calls = []
+
+    def disk_full(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return corrections.os.write(fd, data[: len(data) // 2])  # a prefix goes out ...
+        raise OSError(28, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(corrections, "_write", disk_full)
+    with pytest.raises(OSError):
+        append_correction(tmp_path, {"text": "第二条" * 100, "severity": "一级", "reviewer": "qa"})
+    assert path.read_bytes() == before and len(calls) == 2
+    monkeypatch.setattr(corrections, "_write", lambda fd, data: 0)  # a write that makes no progress
+    with pytest.raises(OSError):
+        append_correction(tmp_path, {"text": "第三条", "severity": "一级", "reviewer": "qa"})
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    append_correction(tmp_path, {"text": "第四条", "severity": "三级", "reviewer": "qa"})
+    records = list(read_corrections(tmp_path))
+    assert [r.correction.text for r in records] == ["第一条", "第四条"] and all(r.error is None for r in records)
+
+
+def test_the_api_answers_507_when_the_write_fails_and_stores_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = TestClient(create_app(app_settings(tmp_path)))
+    assert post(c, {"text": FRAUD, "severity": "一级"}).status_code == 201
+    before = stored(tmp_path)
+    monkeypatch.setattr(corrections, "_write", lambda fd, data: corrections.os.write(fd, data[:10]) and 0)
+    r = post(c, {"text": FRAUD, "severity": "二级"})
+    assert r.status_code == 507 and r.json()["error_type"] == "storage_error"
+    assert stored(tmp_path) == before

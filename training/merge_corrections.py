@@ -12,6 +12,11 @@ Rules, and why:
   ``latest_wins``) and they are listed in the report until a reviewer settles them.
 * A new text that ``triage data validate`` would flag as a near-duplicate of a labeled row is
   reported, not added: merging must never produce data that fails validation.
+* Only trusted corrections are merged: a record must carry the API key that posted it (``key_id``) and
+  that key's scope must be one the operator trusts (``trusted_scopes``: feedback and admin by
+  default), and, when ``trusted_keys`` is given, the key must be one of them. Anything else (a record
+  appended by hand, an untrusted key) is reported as ``untrusted`` and left pending, never merged.
+  The report counts the merged corrections per key, for review.
 * Idempotent: merged correction ids go to ``corrections/merged_ids.jsonl``; a re-run merges nothing
   new. Even if that ledger were lost, re-applying a correction is a no-op (labels already equal).
 * Never lose data: files are replaced atomically (temp file + fsync + rename) and every line this
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,13 +44,14 @@ CORRECTIONS_SUBDIR = "corrections"
 MERGED_DATA_FILE = "complaints/corrections_merged.jsonl"
 LEDGER_FILE = "merged_ids.jsonl"
 PREVIEW_CHARS = 40
+DEFAULT_TRUSTED_SCOPES: tuple[str, ...] = ("feedback", "admin")
 
 
 @dataclass
 class Issue:
     """A correction (or group of them) that was not applied, or was applied after a settled conflict."""
 
-    kind: str  # conflict | conflict_settled | test_split | incomplete | invalid | near_duplicate | unreadable
+    kind: str  # conflict | conflict_settled | test_split | incomplete | invalid | near_duplicate | unreadable | untrusted
     correction_ids: list[str]
     detail: str
     text: str = ""
@@ -60,6 +67,7 @@ class MergeResult:
     already_merged: int = 0
     without_text: int = 0
     issues: list[Issue] = field(default_factory=list)
+    by_key: dict[str, int] = field(default_factory=dict)  # merged corrections per posting key id
 
     @property
     def conflicts(self) -> list[Issue]:
@@ -75,7 +83,13 @@ class MergeResult:
         }
         for issue in self.issues:
             counts[issue.kind] = counts.get(issue.kind, 0) + 1
-        return {"counts": counts, "updated": self.updated, "added": self.added, "issues": [asdict(i) for i in self.issues]}
+        return {
+            "counts": counts,
+            "merged_by_key": self.by_key,
+            "updated": self.updated,
+            "added": self.added,
+            "issues": [asdict(i) for i in self.issues],
+        }
 
 
 @dataclass
@@ -236,12 +250,29 @@ class _Merger:
             atomic_write(path, "".join(line.raw for line in self.files[path]))
 
 
-def _read_groups(corrections_dir: Path, result: MergeResult) -> dict[str, list[Correction]]:
-    """Corrections that carry text, grouped by normalised text, in arrival order."""
+def _trusted(c: Correction, trusted_scopes: Collection[str], trusted_keys: Collection[str] | None) -> bool:
+    return c.key_id is not None and c.key_scope in trusted_scopes and (trusted_keys is None or c.key_id in trusted_keys)
+
+
+def _read_groups(
+    corrections_dir: Path,
+    result: MergeResult,
+    merged_ids: set[str],
+    trusted_scopes: Collection[str],
+    trusted_keys: Collection[str] | None,
+) -> dict[str, list[Correction]]:
+    """Trusted corrections that carry text, grouped by normalised text, in arrival order."""
     groups: dict[str, list[Correction]] = {}
     for stored in read_corrections(corrections_dir):
         if stored.correction is None:
             result.issues.append(Issue("unreadable", [], f"{stored.file}:{stored.line}: {stored.error}"))
+        elif not _trusted(stored.correction, trusted_scopes, trusted_keys) and stored.correction.correction_id not in merged_ids:
+            c = stored.correction
+            who = f"key {c.key_id!r} (scope {c.key_scope})" if c.key_id else "no authenticated key"
+            detail = f"posted by {who}; merged are only keys of scopes {sorted(trusted_scopes)}"
+            if trusted_keys is not None:
+                detail += f" among {sorted(trusted_keys)}"
+            result.issues.append(Issue("untrusted", [c.correction_id], detail, _preview(c.text or "")))
         elif not stored.correction.text or not normalize_text(stored.correction.text):
             result.without_text += 1
         else:
@@ -249,14 +280,20 @@ def _read_groups(corrections_dir: Path, result: MergeResult) -> dict[str, list[C
     return groups
 
 
-def merge_corrections(data_dir: Path, allow_test_edits: bool = False, latest_wins: bool = False) -> MergeResult:
-    """Apply every not-yet-merged correction that carries text; see the module docstring for the rules."""
+def merge_corrections(
+    data_dir: Path,
+    allow_test_edits: bool = False,
+    latest_wins: bool = False,
+    trusted_scopes: Collection[str] = DEFAULT_TRUSTED_SCOPES,
+    trusted_keys: Collection[str] | None = None,
+) -> MergeResult:
+    """Apply every not-yet-merged trusted correction that carries text; see the module docstring for the rules."""
     data_dir = Path(data_dir)
     corrections_dir = data_dir / CORRECTIONS_SUBDIR
     ledger_path = corrections_dir / LEDGER_FILE
     merged_ids = _read_ledger(ledger_path)
     result = MergeResult()
-    groups = _read_groups(corrections_dir, result)
+    groups = _read_groups(corrections_dir, result, merged_ids, trusted_scopes, trusted_keys)
     merger = _Merger(data_dir, allow_test_edits)
     ledger: list[dict[str, str]] = []
     for key, group in groups.items():
@@ -280,6 +317,8 @@ def merge_corrections(data_dir: Path, allow_test_edits: bool = False, latest_win
         if action is not None:
             kind, row_id = action
             ledger += [{"correction_id": i, "action": kind, "row_id": row_id} for i in ids]
+            for c in pending:
+                result.by_key[c.key_id or "?"] = result.by_key.get(c.key_id or "?", 0) + 1
     merger.write()
     if ledger:  # after the data files: a crash in between only means a no-op re-check next time
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

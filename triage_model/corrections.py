@@ -4,13 +4,20 @@ Why its own module: the API writes corrections (``POST /v1/feedback``) and ``tri
 merge-corrections`` reads them; both must agree on one record shape and one file layout:
 ``<corrections_dir>/<YYYY-MM>.jsonl`` (UTC month), one JSON object per line, never rewritten.
 
-Writers never interleave or lose lines: the whole line goes out in one ``os.write`` on an ``O_APPEND``
-descriptor while holding an exclusive ``flock`` on the file (other processes) and a ``threading.Lock``
-(other threads of this process), then ``fsync``.
+Writers never interleave or lose lines: the whole line goes out on an ``O_APPEND`` descriptor while
+holding an exclusive ``flock`` on the file (other processes) and a ``threading.Lock`` (other threads
+of this process), then ``fsync``. A write that fails part-way (a full disk writes a prefix, then
+refuses) is undone: the file is truncated back to its length before the write, so no torn line is
+left for the next record to be glued onto, and the caller gets the error (the API answers 507).
+
+Who wrote a record: ``key_id`` / ``key_scope`` are the API key that was authenticated (the API sets
+``reviewer`` to the key id too); ``declared_reviewer`` is a name the caller typed, information only.
+``triage data merge-corrections`` merges only records from scopes the operator trusts.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -28,7 +35,7 @@ from triage_model.schema import HEADS, TEXT_TRIGGERS
 
 CORRECTION_FILE_RE = re.compile(r"^\d{4}-\d{2}\.jsonl$")
 LABEL_FIELDS: tuple[str, ...] = (*HEADS, "triggers")
-RECORD_ORDER: tuple[str, ...] = ("correction_id", "received_at", "request_id", "reviewer", *LABEL_FIELDS)
+RECORD_ORDER: tuple[str, ...] = ("correction_id", "received_at", "request_id", "reviewer", "key_id", "key_scope", *LABEL_FIELDS)
 
 _write_lock = threading.Lock()
 
@@ -80,6 +87,9 @@ class Correction(CorrectedLabels):
     request_id: str | None = None
     text: str | None = None
     reviewer: str
+    key_id: str | None = Field(None, description="the authenticated API key that posted it (None: not written through the API)")
+    key_scope: str | None = Field(None, description="the scope that allowed it: feedback or admin")
+    declared_reviewer: str | None = Field(None, description="a reviewer name the caller typed (not authenticated)")
     comment: str | None = None
     model_version: str | None = Field(None, description="the model being served when the correction arrived")
 
@@ -109,18 +119,35 @@ def append_correction(corrections_dir: Path, fields: dict[str, object], now: dat
     return record
 
 
+def _write(fd: int, data: bytes) -> int:
+    """``os.write``, behind a name the tests replace with a writer that fails part-way."""
+    return os.write(fd, data)
+
+
 def append_line(path: Path, line: bytes) -> None:
-    """Append one complete line atomically with respect to other threads and processes, durably."""
+    """Append one complete line atomically with respect to other threads and processes, durably.
+
+    All or nothing: if any part of the write or the fsync fails, the file is cut back to the length it
+    had before (under the same lock), and the error is raised."""
     created = not path.exists()
     with _write_lock:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                written = os.write(fd, line)
-                if written != len(line):  # a regular file only short-writes when the disk is full
-                    raise OSError(f"{path}: short write ({written} of {len(line)} bytes); the line may be cut")
-                os.fsync(fd)
+                before = os.fstat(fd).st_size
+                try:
+                    done = 0
+                    while done < len(line):  # a short write (disk full) is retried once, then refused
+                        written = _write(fd, line[done:])
+                        if written <= 0:
+                            raise OSError(errno.ENOSPC, f"{path.name}: short write ({done} of {len(line)} bytes)")
+                        done += written
+                    os.fsync(fd)
+                except BaseException:
+                    os.ftruncate(fd, before)  # no torn line: the next record starts on a clean line
+                    os.fsync(fd)
+                    raise
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

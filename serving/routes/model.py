@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.deps import get_holder, get_predictor, require_admin_key, require_api_key
+from serving.deps import get_holder, get_predictor, get_settings, require_admin, require_triage
 from serving.errors import ApiError
-from serving.model_holder import ModelHolder
+from serving.model_holder import ModelHolder, OutsideModelsRoot, redact_paths, resolve_reload_target
 from serving.observability import MODEL_INFO, RELOADS
 from serving.schemas import ErrorResponse, ModelInfo
-from triage_model.model_dir import ModelLoadError
+from serving.settings import Settings
+from triage_model.model_dir import DEFAULT_MODEL_DIR, ModelLoadError
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TEXT_TRIGGERS
 
 router = APIRouter(prefix="/v1", tags=["model"])
+log = logging.getLogger("serving")
 
 
 def metrics_summary(metrics: dict) -> dict[str, dict[str, float]]:
@@ -29,7 +32,7 @@ def metrics_summary(metrics: dict) -> dict[str, dict[str, float]]:
     }
 
 
-@router.get("/model", response_model=ModelInfo, dependencies=[Depends(require_api_key)], summary="the model being served")
+@router.get("/model", response_model=ModelInfo, dependencies=[Depends(require_triage)], summary="the model being served")
 def model_info(predictor: TriagePredictor = Depends(get_predictor), holder: ModelHolder = Depends(get_holder)) -> ModelInfo:
     meta = predictor.meta
     return ModelInfo(
@@ -49,7 +52,11 @@ def model_info(predictor: TriagePredictor = Depends(get_predictor), holder: Mode
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model_dir: str | None = Field(None, description="exported model directory; default: the one configured at start-up")
+    model_dir: str | None = Field(
+        None,
+        max_length=1000,
+        description="a model directory inside the models root (relative to it, or absolute); default: the configured one",
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -64,13 +71,21 @@ def publish_model_info(predictor: TriagePredictor) -> None:
     MODEL_INFO.info({"model_version": predictor.version, "model_name": predictor.meta.model_name, "data_hash": predictor.meta.data_hash})
 
 
-async def reload_model(holder: ModelHolder, model_dir: Path | None) -> ReloadResponse:
+async def reload_model(holder: ModelHolder, model_dir: Path | None, settings: Settings) -> ReloadResponse:
+    """Load, check and swap in ``model_dir``; a refusal names no absolute path (the log has them)."""
     previous = holder.predictor.version if holder.predictor else None
     try:
         new = await run_in_threadpool(holder.load, model_dir)
-    except (ModelLoadError, OSError) as err:
+    except (ModelLoadError, OSError, ValueError) as err:
         RELOADS.labels(outcome="rejected").inc()
-        raise ApiError(409, "model_rejected", f"reload rejected, still serving {previous}: {err}") from err
+        log.warning(f"reload of {model_dir or DEFAULT_MODEL_DIR} rejected: {err}")
+        labels = {DEFAULT_MODEL_DIR.parent: "<package>"}
+        if settings.models_root:
+            labels[Path(settings.models_root)] = "<models_root>"
+        if model_dir:
+            labels[Path(model_dir)] = "<model_dir>"
+        reason = redact_paths(str(err), labels)
+        raise ApiError(409, "model_rejected", f"reload rejected, still serving {previous}: {reason}") from err
     RELOADS.labels(outcome="ok").inc()
     publish_model_info(new)
     return ReloadResponse(status="reloaded", previous_version=previous, model_version=new.version)
@@ -79,10 +94,18 @@ async def reload_model(holder: ModelHolder, model_dir: Path | None) -> ReloadRes
 @router.post(
     "/admin/reload",
     response_model=ReloadResponse,
-    dependencies=[Depends(require_admin_key)],
+    dependencies=[Depends(require_admin)],
     responses={code: {"model": ErrorResponse} for code in (401, 403, 409)},
-    summary="load a model directory, validate it on a canary batch, swap it in atomically",
+    summary="load a model directory (inside the models root), check it on the pinned canary set, swap it in atomically",
 )
-async def admin_reload(request: Request, body: ReloadRequest | None = None, holder: ModelHolder = Depends(get_holder)) -> ReloadResponse:
-    target = Path(body.model_dir) if body and body.model_dir else request.app.state.settings.model_dir
-    return await reload_model(holder, target)
+async def admin_reload(
+    body: ReloadRequest | None = None, holder: ModelHolder = Depends(get_holder), settings: Settings = Depends(get_settings)
+) -> ReloadResponse:
+    target = settings.model_dir
+    if body and body.model_dir:
+        try:
+            target = resolve_reload_target(body.model_dir, settings.models_root)
+        except OutsideModelsRoot as err:
+            RELOADS.labels(outcome="refused").inc()
+            raise ApiError(403, "outside_models_root", str(err)) from err
+    return await reload_model(holder, target, settings)

@@ -12,9 +12,20 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TierName = Literal["L1", "L2", "L3", "L4"]
+
+YEARS_ACCEPTED = (1970, 2199)
+"""Context dates outside these years are refused: deadline arithmetic on 9999-12-31 overflowed (a 500),
+and no ticket is that old or that far ahead."""
+
+
+def check_year(value: datetime | None) -> datetime | None:
+    """A context date must fall in ``YEARS_ACCEPTED`` (shared with the API schema, so both say the same)."""
+    if value is not None and not YEARS_ACCEPTED[0] <= value.year <= YEARS_ACCEPTED[1]:
+        raise ValueError(f"year {value.year} is outside {YEARS_ACCEPTED[0]}-{YEARS_ACCEPTED[1]}")
+    return value
 
 CONTEXT_FIELDS: tuple[str, ...] = ("received_at", "repeat_count", "current_tier", "tier_entered_at", "customer_requested_escalation")
 
@@ -33,6 +44,8 @@ class EscalationContext(BaseModel):
     current_tier: TierName | None = Field(None, description="tier handling it now; the decision never goes below it")
     tier_entered_at: datetime | None = Field(None, description="when it entered current_tier (for sla_near_breach)")
     customer_requested_escalation: bool = Field(False, description="the customer asked to escalate (structured asks_superior)")
+
+    _years = field_validator("received_at", "tier_entered_at")(check_year)
 
     @classmethod
     def coerce(cls, context: object | None) -> EscalationContext:

@@ -69,10 +69,33 @@ class ContextPolicy(_Strict):
     requested_escalation_fires_asks_superior: bool = True
 
 
+class YearSchedule(_Strict):
+    """One year's State Council holiday schedule (放假调休安排): days off and 调休 make-up working days."""
+
+    status: Literal["official", "provisional"] = Field(
+        description="official: copied from the State Council notice; provisional: estimated before the notice (warned about)"
+    )
+    source: str = Field(min_length=1, description="the notice (or the reasoning behind an estimate)")
+    holidays: list[date] = Field(description="days off (weekend days inside a holiday run may be listed too)")
+    workdays: list[date] = Field(default_factory=list, description="weekend days that are working days (调休)")
+
+
 class CalendarPolicy(_Strict):
     fallback_fixed_holidays: list[str] = Field(default_factory=list, description="MM-DD, every year")
     extra_holidays: list[date] = Field(default_factory=list)
     extra_workdays: list[date] = Field(default_factory=list)
+    schedules: dict[int, YearSchedule] = Field(default_factory=dict, description="per year, for years chinese_calendar lacks")
+
+    @model_validator(mode="after")
+    def _dates_in_their_year(self) -> CalendarPolicy:
+        for year, sched in self.schedules.items():
+            wrong = sorted(d.isoformat() for d in [*sched.holidays, *sched.workdays] if d.year != year)
+            if wrong:
+                raise ValueError(f"calendar.schedules.{year} lists dates of another year: {wrong}")
+            both = sorted(d.isoformat() for d in set(sched.holidays) & set(sched.workdays))
+            if both:
+                raise ValueError(f"calendar.schedules.{year}: {both} are both holidays and workdays")
+        return self
 
 
 class Segmentation(_Strict):

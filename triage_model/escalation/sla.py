@@ -52,7 +52,9 @@ class TierClock:
         """When a complaint that entered ``tier`` at ``start`` must be resolved."""
         limit = self.policy.tier_limits[tier]
         if limit.working_days is not None:
-            return self.calendar.add_working_days(start, limit.working_days)
+            due = self.calendar.add_working_days(start, limit.working_days)
+            self.calendar.note_span(start, due)  # warns when the span leaves the years with an official calendar
+            return due
         return start + timedelta(hours=limit.hours)
 
     def usage(self, tier: str, entered_at: datetime, now: datetime) -> TierUsage:
@@ -60,6 +62,8 @@ class TierClock:
         limit = self.policy.tier_limits[tier]
         if limit.working_days is not None:
             worked = self.calendar.working_time_between(entered_at, now)
+            if now > entered_at:
+                self.calendar.note_span(entered_at, now)
             return TierUsage(worked / timedelta(days=1), limit.working_days, "working days")
         elapsed = max(now - entered_at, timedelta(0))
         return TierUsage(elapsed / timedelta(hours=1), limit.hours, "hours")

@@ -56,8 +56,15 @@ def _fold_char(ch: str) -> str:
     return folded.lower() if len(folded) == 1 else ch
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def normalize_aligned(text: str) -> str:
-    """Same length as ``text``; position i of the result stands for position i of the input."""
+    """Same length as ``text``; position i of the result stands for position i of the input.
+
+    A lone UTF-16 surrogate (JSON allows ``"\\ud800"``; it is not a character) becomes U+FFFD first:
+    OpenCC needs encodable text, and a surrogate made it raise after inference had been paid for."""
+    text = _SURROGATE.sub("\ufffd", text)
     folded = "".join(_fold_char(ch) for ch in text)
     converted = _t2s().convert(folded)
     if len(converted) == len(folded):
