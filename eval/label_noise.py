@@ -61,8 +61,14 @@ def find_issues(rows: Sequence[LabeledRow], probs: dict[str, np.ndarray]) -> lis
     issues: list[LabelIssue] = []
     for head, labels in HEADS.items():
         given = np.array([label_to_id(head, getattr(r, head)) for r in rows])
+        present = np.unique(given)
+        if len(present) < 2:
+            continue  # one class only: nothing can contradict it
+        # cleanlab wants labels 0..k-1 over the classes that occur: drop absent columns, renormalise
+        sub_probs = probs[head][:, present]
+        sub_probs = sub_probs / sub_probs.sum(1, keepdims=True)
+        ranked = find_label_issues(np.searchsorted(present, given), sub_probs, return_indices_ranked_by="self_confidence")
         p = probs[head]
-        ranked = find_label_issues(given, p, return_indices_ranked_by="self_confidence")
         for i in ranked:
             best = int(p[i].argmax())
             issues.append(
