@@ -1,0 +1,115 @@
+"""Concurrent single calls share ONNX runs, results go back to the right caller, overload is shed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from triage_model.micro_batching import BatcherOverloaded, MicroBatcher
+from triage_model.predictor import TriagePredictor
+
+
+class SlowEcho:
+    """A predictor stand-in that records batch sizes and echoes each text back as its "result"."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def predict(self, texts, batch_size=32):
+        with self.lock:
+            self.batches.append(len(texts))
+        time.sleep(self.delay)
+        return [f"result:{t}" for t in texts]
+
+
+def test_concurrent_calls_are_batched_and_each_gets_its_own_results():
+    fake = SlowEcho()
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake, max_batch=32)
+        calls = [batcher.predict([f"t{i}"]) for i in range(40)]
+        results = await asyncio.gather(*calls)
+        await batcher.close()
+        return results, batcher.stats
+
+    results, stats = asyncio.run(main())
+    assert results == [[f"result:t{i}"] for i in range(40)]
+    assert len(fake.batches) < 40 / 4, f"40 concurrent calls should share a few runs, got {fake.batches}"
+    assert max(fake.batches) <= 32 and stats.texts == 40
+
+
+def test_a_lone_call_runs_at_once_without_waiting_for_companions():
+    fake = SlowEcho(delay=0.0)
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake)
+        start = time.perf_counter()
+        await batcher.predict(["单独一条"])
+        elapsed = time.perf_counter() - start
+        await batcher.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.05
+
+
+def test_more_waiting_texts_than_the_queue_holds_are_shed():
+    fake = SlowEcho(delay=0.2)
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake, max_batch=4, max_queue=8)
+        first = asyncio.ensure_future(batcher.predict(["a", "b", "c", "d"]))
+        await asyncio.sleep(0.01)  # the first batch is running; the queue fills behind it
+        waiting = [asyncio.ensure_future(batcher.predict([f"w{i}"])) for i in range(8)]
+        await asyncio.sleep(0)
+        with pytest.raises(BatcherOverloaded):
+            await batcher.predict(["one too many"])
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_batch_fails_its_callers_and_the_batcher_keeps_serving():
+    class Flaky(SlowEcho):
+        def predict(self, texts, batch_size=32):
+            if "boom" in texts:
+                raise RuntimeError("onnx failed")
+            return super().predict(texts, batch_size)
+
+    fake = Flaky(delay=0.0)
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake)
+        with pytest.raises(RuntimeError, match="onnx failed"):
+            await batcher.predict(["boom"])
+        ok = await batcher.predict(["fine"])
+        await batcher.close()
+        return ok
+
+    assert asyncio.run(main()) == ["result:fine"]
+
+
+def test_batched_predictions_equal_one_by_one_predictions_of_the_real_model(served_model_dir):
+    predictor = TriagePredictor.from_pretrained(served_model_dir)
+    texts = ["快递三天没到", "银行卡被盗刷两千元，我要报警", "请问会员怎么退订？", "客服态度太差了"]
+
+    async def main():
+        batcher = MicroBatcher(lambda: predictor)
+        got = await asyncio.gather(*(batcher.predict([t]) for t in texts))
+        await batcher.close()
+        return [g[0] for g in got]
+
+    batched = asyncio.run(main())
+    for text, result in zip(texts, batched, strict=True):
+        alone = predictor.predict([text])[0]
+        assert (result.category.label, result.severity.label, result.sentiment.label) == (
+            alone.category.label,
+            alone.severity.label,
+            alone.sentiment.label,
+        )
+        assert result.category.score == pytest.approx(alone.category.score, abs=2e-3)
