@@ -117,8 +117,11 @@ class BodyGuard:
         limit = self.limits.get(scope["path"], self.max_bytes)
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
+        too_large = f"request body over {limit} bytes"
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(scope, receive, send, 413, "payload_too_large", f"request body over {limit} bytes")
+            if int(declared) <= 2 * limit:
+                await self._drain(receive, limit)
+            await self._reject(scope, receive, send, 413, "payload_too_large", too_large)
             return
         chunks, size = [], 0
         while True:
@@ -128,7 +131,9 @@ class BodyGuard:
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
-                await self._reject(scope, receive, send, 413, "payload_too_large", f"request body over {limit} bytes")
+                if message.get("more_body", False):
+                    await self._drain(receive, limit)
+                await self._reject(scope, receive, send, 413, "payload_too_large", too_large)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -160,6 +165,19 @@ class BodyGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _drain(receive: Receive, budget: int) -> None:
+        """Read and drop up to ``budget`` more bytes of a refused body, so a client still sending it
+        reads our 413 instead of a connection reset (the server closes after the reply either way)."""
+        dropped = 0
+        while dropped <= budget:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, status: int, error_type: str, message: str) -> None:
