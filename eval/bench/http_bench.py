@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from eval.bench.common import machine, percentiles, text_of_length, write_results
+from eval.bench.common import machine, machine_line, percentiles, text_of_length, write_results
 
 HOST = "127.0.0.1"
 
@@ -102,10 +102,24 @@ def main() -> None:
 
     port = free_port()
     base = f"http://{HOST}:{port}"
-    cmd = [sys.executable, "-m", "triage_cli.main", "serve", "--host", HOST, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:create_app",
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    # latency under a deep queue, not load shedding (that is eval/bench/load_bench.py): no queue deadline
+    env = {**os.environ, "TRIAGE_MAX_QUEUE": "256", "TRIAGE_QUEUE_TIMEOUT_MS": "600000"}
     if args.model:
-        cmd += ["--model", str(args.model)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TRIAGE_MAX_QUEUE": "256"})
+        env["TRIAGE_MODEL_DIR"] = str(args.model)
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         asyncio.run(wait_ready(base))
         rss_idle = rss_mb(server.pid)
@@ -129,8 +143,10 @@ def main() -> None:
             f"{r['requests_per_s']} | {r['complaints_per_s']} | {r['error_rate']:.2%} |"
         )
     lines.append(f"\nserver RSS: {rss_idle} MB idle, {rss_peak} MB after load")
+    info = machine()
+    lines.append(machine_line(info))
     table = "\n".join(lines)
-    path = write_results("http_bench", {"machine": machine(), "rows": rows, "rss_mb": {"idle": rss_idle, "after_load": rss_peak}}, table)
+    path = write_results("http_bench", {"machine": info, "rows": rows, "rss_mb": {"idle": rss_idle, "after_load": rss_peak}}, table)
     print(table)
     print(f"written to {path}")
 
