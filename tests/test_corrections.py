@@ -343,3 +343,12 @@ def test_the_api_answers_507_when_the_write_fails_and_stores_nothing(tmp_path: P
     r = post(c, {"text": FRAUD, "severity": "二级"})
     assert r.status_code == 507 and r.json()["error_type"] == "storage_error"
     assert stored(tmp_path) == before
+
+
+def test_merge_cli_merges_only_the_keys_it_is_told_to_trust(data_dir: Path, tmp_path: Path) -> None:
+    correct(data_dir, text="快递一周了还没送到，电话也打不通", severity="二级", reviewer="intern")
+    args = ["data", "merge-corrections", "--data-dir", str(data_dir), "--report", str(tmp_path / "r.json"), "--trust-key", "qa-li"]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert saved["counts"]["untrusted"] == 1 and saved["counts"]["updated_rows"] == 0 and saved["merged_by_key"] == {}

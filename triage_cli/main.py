@@ -542,6 +542,10 @@ def data_merge_corrections(
     allow_test_edits: Annotated[bool, typer.Option("--allow-test-edits", help="also relabel rows of the fixed test split")] = False,
     latest_wins: Annotated[bool, typer.Option("--latest-wins", help="settle conflicting corrections by the most recent one")] = False,
     report: Annotated[Path, typer.Option(help="JSON merge/conflict report")] = Path("runs/merge-corrections/report.json"),
+    trust_key: Annotated[
+        list[str] | None,
+        typer.Option("--trust-key", help="merge only corrections posted by these key ids (repeatable; default: any feedback/admin key)"),
+    ] = None,
 ) -> None:
     """Fold reviewer corrections (corrections/*.jsonl) into the labeled data; idempotent, conflicts reported."""
     from rich.console import Console
@@ -549,7 +553,8 @@ def data_merge_corrections(
 
     from training.merge_corrections import merge_corrections, write_report
 
-    result = merge_corrections(data_dir, allow_test_edits=allow_test_edits, latest_wins=latest_wins)
+    trusted = set(trust_key) if trust_key else None
+    result = merge_corrections(data_dir, allow_test_edits=allow_test_edits, latest_wins=latest_wins, trusted_keys=trusted)
     write_report(result, report, data_dir, allow_test_edits)
     counts = result.to_json()["counts"]
     typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
