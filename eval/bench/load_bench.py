@@ -48,7 +48,17 @@ class RawClient:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, float]:
-        """(status, Retry-After seconds or 0)."""
+        """(status, Retry-After seconds or 0). A kept-alive connection the server closed while it sat
+        idle (uvicorn's keep-alive timeout is 5 s; a Retry-After can be longer) is reopened once, as
+        any HTTP client library does."""
+        if self.writer is not None:
+            try:
+                return await self._send(method, path, body)
+            except (OSError, asyncio.IncompleteReadError):
+                await self.close()
+        return await self._send(method, path, body)
+
+    async def _send(self, method: str, path: str, body: bytes) -> tuple[int, float]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
