@@ -153,3 +153,45 @@ def test_serving_never_imports_torch(served_model_dir):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_settings_come_from_the_documented_environment_variables(monkeypatch):
+    import re
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("TRIAGE_THREADS", "3")
+    monkeypatch.setenv("TRIAGE_API_KEYS", " k1, ops:k2 ,")
+    monkeypatch.setenv("TRIAGE_MAX_CONCURRENT", "4")
+    monkeypatch.setenv("TRIAGE_QUEUE_TIMEOUT_MS", "250")
+    monkeypatch.setenv("TRIAGE_ALERT_BACKEND", "redis")
+    s = Settings.from_env()
+    assert (s.threads, s.api_keys, s.max_concurrent, s.queue_timeout_ms, s.alert_backend) == (3, ["k1", "ops:k2"], 4, 250, "redis")
+    monkeypatch.setenv("TRIAGE_MAX_QUEUE", "many")
+    with pytest.raises(ValueError, match=r"TRIAGE_MAX_QUEUE|max_queue"):
+        Settings.from_env()
+    # every variable the README documents is a field
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Configuration (environment)") : readme.index("## Escalation")]
+    documented = {("TRIAGE_ALERT" + n if n.startswith("_") else n) for n in re.findall(r"`(TRIAGE_[A-Z_]+|_[A-Z_]+)`", section)}
+    fields = {f"TRIAGE_{name.upper()}" for name in Settings.model_fields}
+    assert len(documented) > 25 and documented <= fields, sorted(documented - fields)
+
+
+def test_routes_get_the_gate_through_depends(served_model_dir):
+    from serving.deps import get_gate
+    from serving.gate import InferenceGate
+
+    app = create_app(Settings(model_dir=served_model_dir))
+    used = []
+
+    class CountingGate(InferenceGate):
+        def slot(self, disconnected=None):
+            used.append(1)
+            return super().slot(disconnected)
+
+    app.dependency_overrides[get_gate] = lambda: CountingGate(1, 1, 5)
+    with TestClient(app) as c:
+        assert c.post("/v1/triage", json={"text": "快递丢了"}).status_code == 200
+        assert c.post("/v1/triage/batch", json={"items": [{"text": "快递丢了"}]}).status_code == 200
+    assert used == [1, 1]
