@@ -1,7 +1,7 @@
 """Escalation: which handling tier (L1–L4) a triaged complaint goes to, why, and by when.
 
 Data flows one way: ``TriageResult`` (heads) + original text + ticket context → triggers (with
-evidence) → tier (tier_policy.md) → deadlines. Everything tunable lives in the versioned policy file
+evidence) → tier (GUIDELINE §5.9) → deadlines. Everything tunable lives in the versioned policy file
 ``triage_model/policy/escalation_policy.yaml``.
 """
 

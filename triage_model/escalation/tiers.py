@@ -1,6 +1,6 @@
-"""The tier decision of tier_policy.md, as one small pure function over the fired trigger names.
+"""The tier decision (labeled_data/GUIDELINE.md §5.9), as one small pure function over the fired trigger names.
 
-Rules (from the policy file, verbatim from tier_policy.md): L1 by default; at least L2 if any of
+Rules (from the policy file, as GUIDELINE §5.9 quotes them): L1 by default; at least L2 if any of
 {severity_critical, repeated_contact, high_emotion}; at least L3 if asks_superior or legal_media_risk
 or two or more of that set; L4 if legal_media_risk with severity_critical / asks_superior /
 repeated_contact, or four or more triggers; sla_near_breach puts it one tier above current_tier (L4
