@@ -84,15 +84,17 @@ def test_huge_text_and_huge_body_are_413(client):
 def test_batch_results_come_back_in_request_order(client):
     texts = ["请问怎么开发票？", "我的账号被盗了，有人用我的号发广告！", "谢谢客服，问题解决了", "物流三天没更新"]
     single = [client.post("/v1/triage", json={"text": t}).json() for t in texts]
-    batch = client.post("/v1/triage/batch", json={"items": [{"text": t} for t in texts]}).json()
-    assert len(batch["results"]) == len(texts)
-    # int8 activations are quantized per batch tensor, so scores move slightly with batch company;
-    # a confident prediction must not change, and every item must be the same item as sent alone.
+    batch = client.post("/v1/triage/batch", json={"items": [{"id": f"c{i}", "text": t} for i, t in enumerate(texts)]}).json()
+    assert [r.get("id") for r in batch["results"]] == [f"c{i}" for i in range(len(texts))], "each item echoes its id, in order"
+    # int8 activations are quantized per batch tensor, so scores move slightly with batch company: a
+    # confident prediction keeps its label and nearly its score; a near-tie may swap with its runner-up only.
     for one, many in zip(single, batch["results"], strict=True):
-        if one["category"]["score"] >= 0.5:
-            assert one["category"]["label"] == many["category"]["label"]
-        same = many["category"]["label"] == one["category"]["label"]
-        assert (same and abs(one["category"]["score"] - many["category"]["score"]) < 0.1) or one["category"]["score"] < 0.5
+        for head in ("category", "severity", "sentiment"):
+            if one[head]["score"] >= 0.5:
+                assert many[head]["label"] == one[head]["label"], head
+                assert abs(one[head]["score"] - many[head]["score"]) < 0.1, head
+            else:
+                assert many[head]["label"] in (one[head]["label"], one[head]["runner_up"]), head
 
 
 def test_batch_items_may_carry_an_id_that_comes_back_on_their_result(client):

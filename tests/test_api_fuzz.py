@@ -26,9 +26,7 @@ def _model_dir():
 
 
 def _app(tmp_dir: str):
-    settings_ = Settings(model_dir=_model_dir())
-    if "corrections_dir" in Settings.model_fields:
-        settings_ = settings_.model_copy(update={"corrections_dir": tmp_dir})
+    settings_ = Settings(model_dir=_model_dir(), corrections_dir=tmp_dir)
     app = create_app(settings_)
     app.state.holder.load(settings_.model_dir)  # the lifespan's job; done here so no server is needed
     return app
