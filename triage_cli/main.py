@@ -336,11 +336,19 @@ def evaluate_escalation_cmd(
 
 @app.command()
 def predict(
-    input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with id and text columns", exists=True, dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl or .csv to write")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help=".jsonl or .csv with id and text (--engine ray: also .parquet, or a folder)", exists=True)
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl or .csv to write (--engine ray: a folder of part files)")],
     model: ModelOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256)] = 32,
     policy: PolicyOpt = None,
+    engine: Annotated[str, typer.Option(help="local: this process; ray: Ray Data actors (pip install -e '.[scale]')")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: cluster address (auto, ray://head:10001); default: local Ray")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="--engine ray: scoring actors, one model each")] = 1,
+    cpus_per_worker: Annotated[int, typer.Option(min=1, help="--engine ray: CPUs (onnxruntime threads) per actor")] = 1,
+    output_format: Annotated[str, typer.Option(help="--engine ray: part file format, jsonl or csv")] = "jsonl",
+    resume: Annotated[bool, typer.Option("--resume", help="--engine ray: skip the parts an interrupted run already wrote")] = False,
 ) -> None:
     """Triage every row of a file (each needs a unique id and a text); extra input fields are passed
     through, bad rows come back in place with an 'error' field (exit code 2).
@@ -350,6 +358,21 @@ def predict(
     from triage_model.batch import predict_file
     from triage_model.model_dir import ModelLoadError
 
+    if engine not in ("local", "ray") or output_format not in ("jsonl", "csv"):
+        _fail(f"--engine is local or ray (got {engine!r}); --output-format is jsonl or csv (got {output_format!r})")
+    if engine == "ray":
+        from triage_cli.ray_engine import RayRunConfig, RayUnavailable, predict_with_ray
+
+        cfg = RayRunConfig(input, output, model, policy, batch_size, address, workers, cpus_per_worker, output_format, resume)
+        try:
+            stats = predict_with_ray(cfg)
+        except (RayUnavailable, ModelLoadError, ValueError) as err:
+            _fail(str(err))
+        done = f"{stats['chunks_skipped']} parts already done"
+        typer.echo(f"{stats['ok']} rows triaged, {stats['errors']} rows with errors → {output}/ ({done})")
+        raise typer.Exit(2 if stats["errors"] else 0)
+    if input.is_dir():
+        _fail(f"{input} is a folder: the local engine reads one file; use --engine ray for a folder")
     try:
         stats = predict_file(input, output, model, batch_size, policy)
     except (ModelLoadError, ValueError) as err:
