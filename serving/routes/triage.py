@@ -8,6 +8,7 @@ from serving.alerts import VolumeMonitor
 from serving.deps import get_gate, get_monitor, get_predictor, get_scorer, get_settings, require_triage
 from serving.errors import ApiError, request_id_of
 from serving.gate import InferenceGate
+from serving.request_log import log_triage
 from serving.schemas import (
     EXAMPLE_CALM,
     EXAMPLE_FRAUD,
@@ -58,6 +59,7 @@ async def triage_one(
     gate: InferenceGate = Depends(get_gate),
 ) -> TriageResponse:
     [result] = await triage_items([body], predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive))
+    log_triage(request, [body.text], [result])  # opt-in request log, so a correction may name only the request id
     return TriageResponse(**result.model_dump(), request_id=request_id_of(request))
 
 
@@ -82,4 +84,5 @@ async def triage_batch(
 ) -> BatchResponse:
     results = await triage_items(body.items, predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive))
     echoed = [BatchItemResult(**res.model_dump(), id=item.id) for res, item in zip(results, body.items, strict=True)]
+    log_triage(request, [item.text for item in body.items], results, [item.id for item in body.items])  # opt-in request log
     return BatchResponse(request_id=request_id_of(request), model_version=predictor.version, results=echoed)
