@@ -28,7 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fastapi import Request
@@ -164,9 +164,23 @@ class RequestLog:
 
         A client may send its own X-Request-ID, so one id can name several requests: all are returned."""
         with self._lock:
-            cur = self._conn.execute("SELECT * FROM requests WHERE request_id = ? ORDER BY logged_at, item", (request_id,))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return _lookup(self._conn, request_id)
+
+
+def _lookup(conn: sqlite3.Connection, request_id: str) -> list[dict[str, object]]:
+    cur = conn.execute("SELECT * FROM requests WHERE request_id = ? ORDER BY logged_at, item", (request_id,))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def read_only_lookup(path: Path) -> Callable[[str], list[dict[str, object]]]:
+    """``RequestLog.lookup`` over an existing log opened read-only: what ``triage data merge-corrections``
+    uses, so reading corrections can neither create a log nor prune one. Raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no request log there (TRIAGE_REQUEST_LOG_ENABLED was never on, or another path)")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    return lambda request_id: _lookup(conn, request_id)
 
 
 def request_log_of(app_state: object) -> RequestLog | None:

@@ -17,6 +17,11 @@ Rules, and why:
   default), and, when ``trusted_keys`` is given, the key must be one of them. Anything else (a record
   appended by hand, an untrusted key) is reported as ``untrusted`` and left pending, never merged.
   The report counts the merged corrections per key, for review.
+* A correction that carries only a ``request_id`` is resolved through the serving request log when one
+  is given (``request_lookup``, see ``serving/request_log.py``): the logged text when the operator stored
+  text, else the labeled row whose normalised text has the logged SHA-256 (a relabel; a new complaint
+  needs the text). A request id naming several different texts (a batch, a reused X-Request-ID) or none
+  is reported as ``request_unresolved`` and left pending.
 * Idempotent: merged correction ids go to ``corrections/merged_ids.jsonl``; a re-run merges nothing
   new. Even if that ledger were lost, re-applying a correction is a no-op (labels already equal).
 * Never lose data: files are replaced atomically (temp file + fsync + rename) and every line this
@@ -25,9 +30,10 @@ Rules, and why:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,12 +52,17 @@ LEDGER_FILE = "merged_ids.jsonl"
 PREVIEW_CHARS = 40
 DEFAULT_TRUSTED_SCOPES: tuple[str, ...] = ("feedback", "admin")
 
+RequestLookup = Callable[[str], Sequence[Mapping[str, object]]]
+"""request id → the logged items of that request, each with ``text`` (None unless the operator stored
+text) and ``text_sha256`` (SHA-256 hex of ``normalize_text(text)``): ``serving.request_log`` provides one."""
+
 
 @dataclass
 class Issue:
     """A correction (or group of them) that was not applied, or was applied after a settled conflict."""
 
-    kind: str  # conflict | conflict_settled | test_split | incomplete | invalid | near_duplicate | unreadable | untrusted
+    # conflict | conflict_settled | test_split | incomplete | invalid | near_duplicate | unreadable | untrusted | request_unresolved
+    kind: str
     correction_ids: list[str]
     detail: str
     text: str = ""
@@ -66,6 +77,7 @@ class MergeResult:
     unchanged: dict[str, list[str]] = field(default_factory=dict)  # labels already equal: recorded as merged
     already_merged: int = 0
     without_text: int = 0
+    resolved_by_request: int = 0  # corrections without text whose text came from the request log
     issues: list[Issue] = field(default_factory=list)
     by_key: dict[str, int] = field(default_factory=dict)  # merged corrections per posting key id
 
@@ -80,6 +92,7 @@ class MergeResult:
             "unchanged_rows": len(self.unchanged),
             "already_merged": self.already_merged,
             "without_text": self.without_text,
+            "resolved_by_request": self.resolved_by_request,
         }
         for issue in self.issues:
             counts[issue.kind] = counts.get(issue.kind, 0) + 1
@@ -179,6 +192,7 @@ class _Merger:
                     self.by_text.setdefault(normalize_text(line.obj["text"]), (path, line))
         self.changed: set[Path] = set()
         self._near: NearDuplicateIndex | None = None
+        self._by_digest: dict[str, str] | None = None
 
     def update_row(self, key: str, labels: dict[str, object], ids: list[str], result: MergeResult) -> tuple[str, str] | None:
         """Relabel the row with this text; returns the ledger action, or None if it must wait."""
@@ -245,6 +259,13 @@ class _Merger:
         result.added[row_id] = ids
         return "added", row_id
 
+    def text_for_digest(self, digest: str) -> str | None:
+        """The labeled text whose normalised form has this SHA-256 (as the request log stores it), or None."""
+        if self._by_digest is None:
+            self._by_digest = {hashlib.sha256(key.encode("utf-8")).hexdigest(): key for key in self.by_text}
+        key = self._by_digest.get(digest)
+        return self.by_text[key][1].obj["text"] if key is not None else None
+
     def write(self) -> None:
         for path in sorted(self.changed):
             atomic_write(path, "".join(line.raw for line in self.files[path]))
@@ -254,14 +275,40 @@ def _trusted(c: Correction, trusted_scopes: Collection[str], trusted_keys: Colle
     return c.key_id is not None and c.key_scope in trusted_scopes and (trusted_keys is None or c.key_id in trusted_keys)
 
 
+def _resolve_request(c: Correction, lookup: RequestLookup, merger: _Merger, result: MergeResult, pending: bool) -> Correction | None:
+    """The correction with the text its request was logged with, or None (for a pending one an issue
+    says why; one merged before is resolved only so that it keeps its voice in conflict checks)."""
+    items = list(lookup(str(c.request_id)))
+    digests = {str(item["text_sha256"]) for item in items}
+    why = None
+    if not items:
+        why = "request id not in the request log (not logged, or past its retention)"
+    elif len(digests) > 1:
+        why = f"request id names {len(digests)} different texts (a batch or a reused X-Request-ID): send the text with the correction"
+    else:
+        stored = next((item["text"] for item in items if item.get("text")), None)
+        text = stored if isinstance(stored, str) else merger.text_for_digest(digests.pop())
+        if text is None:
+            why = "logged without text and no labeled row has that text: a new complaint needs TRIAGE_REQUEST_LOG_STORE_TEXT or the text"
+        else:
+            result.resolved_by_request += pending
+            return c.model_copy(update={"text": text})
+    if pending:
+        result.issues.append(Issue("request_unresolved", [c.correction_id], f"request {c.request_id}: {why}"))
+    return None
+
+
 def _read_groups(
     corrections_dir: Path,
     result: MergeResult,
     merged_ids: set[str],
     trusted_scopes: Collection[str],
     trusted_keys: Collection[str] | None,
+    request_lookup: RequestLookup | None = None,
+    merger: _Merger | None = None,
 ) -> dict[str, list[Correction]]:
-    """Trusted corrections that carry text, grouped by normalised text, in arrival order."""
+    """Trusted corrections that carry text (or whose request id resolves to one), grouped by normalised
+    text, in arrival order."""
     groups: dict[str, list[Correction]] = {}
     for stored in read_corrections(corrections_dir):
         if stored.correction is None:
@@ -274,7 +321,14 @@ def _read_groups(
                 detail += f" among {sorted(trusted_keys)}"
             result.issues.append(Issue("untrusted", [c.correction_id], detail, _preview(c.text or "")))
         elif not stored.correction.text or not normalize_text(stored.correction.text):
-            result.without_text += 1
+            c = stored.correction
+            pending = c.correction_id not in merged_ids
+            if request_lookup is None or merger is None or not c.request_id:
+                result.without_text += 1
+            elif (resolved := _resolve_request(c, request_lookup, merger, result, pending)) is not None:
+                groups.setdefault(normalize_text(resolved.text or ""), []).append(resolved)
+            elif not pending:
+                result.already_merged += 1  # merged through its request id before; the log has since let it go
         else:
             groups.setdefault(normalize_text(stored.correction.text), []).append(stored.correction)
     return groups
@@ -286,15 +340,17 @@ def merge_corrections(
     latest_wins: bool = False,
     trusted_scopes: Collection[str] = DEFAULT_TRUSTED_SCOPES,
     trusted_keys: Collection[str] | None = None,
+    request_lookup: RequestLookup | None = None,
 ) -> MergeResult:
-    """Apply every not-yet-merged trusted correction that carries text; see the module docstring for the rules."""
+    """Apply every not-yet-merged trusted correction that carries text, or, with ``request_lookup``, whose
+    request id resolves to one; see the module docstring for the rules."""
     data_dir = Path(data_dir)
     corrections_dir = data_dir / CORRECTIONS_SUBDIR
     ledger_path = corrections_dir / LEDGER_FILE
     merged_ids = _read_ledger(ledger_path)
     result = MergeResult()
-    groups = _read_groups(corrections_dir, result, merged_ids, trusted_scopes, trusted_keys)
     merger = _Merger(data_dir, allow_test_edits)
+    groups = _read_groups(corrections_dir, result, merged_ids, trusted_scopes, trusted_keys, request_lookup, merger)
     ledger: list[dict[str, str]] = []
     for key, group in groups.items():
         pending = [c for c in group if c.correction_id not in merged_ids]

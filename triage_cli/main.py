@@ -569,15 +569,32 @@ def data_merge_corrections(
         list[str] | None,
         typer.Option("--trust-key", help="merge only corrections posted by these key ids (repeatable; default: any feedback/admin key)"),
     ] = None,
+    request_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--request-log",
+            help="resolve corrections carrying only a request_id through this request log (default: TRIAGE_REQUEST_LOG_PATH if it exists)",
+        ),
+    ] = None,
 ) -> None:
     """Fold reviewer corrections (corrections/*.jsonl) into the labeled data; idempotent, conflicts reported."""
     from rich.console import Console
     from rich.table import Table
 
+    from serving.request_log import RequestLogSettings, read_only_lookup
     from training.merge_corrections import merge_corrections, write_report
 
     trusted = set(trust_key) if trust_key else None
-    result = merge_corrections(data_dir, allow_test_edits=allow_test_edits, latest_wins=latest_wins, trusted_keys=trusted)
+    log_path = request_log or RequestLogSettings().path
+    try:
+        lookup = read_only_lookup(log_path) if request_log or log_path.is_file() else None
+    except FileNotFoundError as err:
+        _fail(str(err))
+    if lookup is not None:
+        typer.echo(f"request ids resolved through {log_path}")
+    result = merge_corrections(
+        data_dir, allow_test_edits=allow_test_edits, latest_wins=latest_wins, trusted_keys=trusted, request_lookup=lookup
+    )
     write_report(result, report, data_dir, allow_test_edits)
     counts = result.to_json()["counts"]
     typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
