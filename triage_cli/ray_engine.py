@@ -342,6 +342,7 @@ def predict_with_ray(cfg: RayRunConfig) -> dict[str, int]:
         sink = ChunkSink(str(cfg.output_dir.resolve()), cfg.output_format)
         (
             ray.data.read_datasource(source, num_cpus=0.25)
+            .repartition(target_num_rows_per_block=1)  # the read merges a file's chunks into one block: split them for the actors
             .map_batches(
                 ChunkScorer,
                 batch_size=1,  # one chunk per call: a chunk is already ~CHUNK_ROWS texts
