@@ -610,6 +610,30 @@ def data_merge_corrections(
         typer.echo(f"next: `triage data validate --data-dir {data_dir}` and retrain")
 
 
+@data_app.command("suggest")
+def data_suggest(
+    input: Annotated[Path, typer.Option("--input", "-i", help="unlabeled .jsonl or .csv (id, text)", exists=True, dir_okay=False)],
+    k: Annotated[int, typer.Option("--k", min=1, help="how many complaints to suggest")] = 200,
+    output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl or .csv for the labelers")] = Path("runs/suggest/next_round.jsonl"),
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = Path("labeled_data"),
+    seed: Annotated[int, typer.Option(help="seed of the clustering")] = 0,
+) -> None:
+    """Pick the next complaints to label: the model's uncertainty (一级 near its threshold first), disagreement
+    with the n-gram baseline, one per cluster and no near-duplicates; the model's labels are the pre-fill."""
+    from eval.active_learning import suggest_file
+    from triage_model.model_dir import ModelLoadError
+
+    try:
+        result = suggest_file(input, output, k, model, data_dir, seed)
+    except (ModelLoadError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(
+        f"{len(result.rows)} of {result.stats['pool']} suggested ({result.stats['critical_band_picked']} with 一级 near its threshold; "
+        f"skipped {result.skipped_labeled} already labeled or repeated, {result.skipped_bad} without id/text) → {output}"
+    )
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 
