@@ -3,16 +3,17 @@
 Why Ray Data, and why it is wired this way:
 
 * **Read** — ``ray.data.read_datasource`` with a small ``FileBasedDatasource`` (Ray lists the file or
-  directory, local or on any pyarrow filesystem, and spreads files over read tasks). Ray's own
-  ``read_json`` / ``read_csv`` stop at the first bad line and drop line numbers; the local engine instead
-  returns every bad row in place with an ``error`` field. So each file is parsed by the same reader
+  directory and spreads the files over read tasks). Ray's own ``read_json`` / ``read_csv`` stop at the
+  first bad line and drop line numbers; the local engine instead returns every bad row in place with an
+  ``error`` field. So each file is parsed by the same reader
   (``triage_model.io.read_records``) and checked by the same row checks (``triage_model.batch``) as the
   local engine; Parquet rows go through the same checks.
 * **Chunks, not rows, are the unit of work.** A file's rows are grouped into chunks of ``CHUNK_ROWS``
   (the local engine's chunk), one dataset row per chunk. Because a chunk is never split or merged, its
-  good texts reach ``triage_texts`` as exactly the same list as in the local engine, so the int8 model
-  (whose activation scales depend on the batch) gives bit-identical scores; and a chunk is the unit of
-  resume.
+  good texts reach ``triage_texts`` as exactly the same list, hence the same length-sorted batches, as
+  in the local engine, so the rows match the local engine's to the last digit; and a chunk is the unit
+  of resume (the read merges a file's chunks into one block; a streaming repartition splits them again
+  so that every actor gets work).
 * **Score** — ``map_batches`` with :class:`ChunkScorer`, a callable class: Ray starts ``workers`` actors,
   each loading one ``TriagePredictor`` and one ``EscalationScorer`` once.
 * **Write** — ``write_datasink`` with :class:`ChunkSink`: one output file per chunk,
@@ -22,8 +23,8 @@ Why Ray Data, and why it is wired this way:
   (``_triage_run.json``) records the inputs, model and policy; a resume against a changed input or
   model is refused instead of mixing two runs.
 
-Ids must be unique within a file (the local engine's rule, applied per file of a directory). Workers
-need the inputs and the output folder at the same paths (one machine, NFS, or an object-store URI) and
+Ids must be unique within a file (the local engine's rule, applied per file of a directory). Every Ray
+node needs the inputs and the output folder at the same paths (one machine, or NFS and the like) and
 this package installed. The core (``triage_model``) never imports Ray: this module is the roof's.
 """
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -151,15 +151,10 @@ class ChunkDatasource(FileBasedDatasource):
         source = source_key(path, self.root)
         done = self.done.get(source, frozenset())
         local = Path(path)
-        if local.is_file():
-            rows = list(file_chunks(local, source, self.chunk_rows, done))
-        else:  # an object store: the reader needs a real file (line-by-line UTF-8 checks, csv)
-            with tempfile.TemporaryDirectory() as tmp:
-                spooled = Path(tmp) / local.name
-                spooled.write_bytes(f.readall())
-                rows = list(file_chunks(spooled, source, self.chunk_rows, done))
-        for row in rows:  # one block per chunk: Ray may merge blocks, never split a row
-            yield pa.Table.from_pylist([row])
+        if not local.is_file():
+            raise FileNotFoundError(f"{path}: not on this Ray node; every node must see the inputs at the same path (NFS or similar)")
+        for row in file_chunks(local, source, self.chunk_rows, done):  # streamed: a big file is never held whole
+            yield pa.Table.from_pylist([row])  # one block per chunk: Ray may merge blocks, never split a row
 
 
 # -- score: one predictor per actor ---------------------------------------------------------------
