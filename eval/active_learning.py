@@ -250,9 +250,9 @@ def simulate_round(
     """One simulated labeling round on the shipped data (see the module docstring): test-split macro-F1
     of the n-gram baseline retrained on seed + the suggested ``k`` vs seed + ``k`` random rows (several draws).
 
-    The unlabeled pool is the **dev split**: the shipped model's weights never trained on it (only its
-    temperatures and 一级 threshold were fitted there), so its uncertainty on the pool is that of a real
-    next round; on train rows it would be the model's memory. ``C`` is chosen on ``c_rows`` other train
+    The unlabeled pool is the **dev split**: the shipped model never trained on it (dev picked its stopping
+    epoch and fitted its temperatures and 一级 threshold, a slight optimism), so its uncertainty on the
+    pool is close to that of a real next round; on train rows it would be the model's memory. ``C`` is chosen on ``c_rows`` other train
     rows (not the dev pool), the test split is only scored."""
     data = load_labeled(data_dir)
     train, pool_rows, test = data.split("train"), data.split("dev"), data.split("test")
