@@ -26,10 +26,11 @@ from serving.auth import KeyRing, RateLimiter
 from serving.errors import error_response, install_error_handlers
 from serving.gate import InferenceGate
 from serving.model_holder import ModelHolder
-from serving.observability import IN_FLIGHT, REQUEST_LATENCY, configure_logging
+from serving.observability import BATCH_SECONDS, BATCH_TEXTS, IN_FLIGHT, REQUEST_LATENCY, configure_logging
 from serving.routes import alerts, feedback, health, model, triage
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer, load_policy
+from triage_model.micro_batching import MicroBatcher
 
 log = logging.getLogger("serving")
 
@@ -205,6 +206,23 @@ def _install_sighup(app: FastAPI) -> None:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
 
+def observe_batch(texts: int, seconds: float) -> None:
+    BATCH_TEXTS.observe(texts)
+    BATCH_SECONDS.observe(seconds)
+
+
+def make_batcher(holder: ModelHolder, settings: Settings) -> MicroBatcher:
+    """The process's one dynamic batcher. It asks the holder for the predictor at every run, so a hot
+    reload (POST /v1/admin/reload, SIGHUP) serves from the next run on and no run mixes two models."""
+    return MicroBatcher(
+        lambda: holder.predictor,
+        max_batch=settings.batch_max_texts,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queue=settings.batch_max_queued_texts,
+        on_batch=observe_batch,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
@@ -222,9 +240,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for warning in app.state.scorer.clock.calendar.status()["warnings"]:
             log.warning(f"calendar: {warning}")
         _install_sighup(app)
+        if settings.dynamic_batching:
+            app.state.batcher = make_batcher(app.state.holder, settings)
         try:
             yield
         finally:
+            if app.state.batcher is not None:
+                await app.state.batcher.close()
+                app.state.batcher = None
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
@@ -232,8 +255,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="投诉分诊 Complaint Triage API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.keys = KeyRing.from_settings(settings)
-    app.state.holder = ModelHolder(settings.threads, settings.canary_min_accuracy, settings.canary_min_critical_recall)
+    app.state.holder = ModelHolder(
+        settings.threads, settings.canary_min_accuracy, settings.canary_min_critical_recall, settings.ort_allow_spinning
+    )
     app.state.background_tasks = set()
+    app.state.batcher = None  # made in the lifespan when settings.dynamic_batching (one per process)
     app.state.gate = InferenceGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_ms / 1000)
     app.state.feedback_limiter = RateLimiter(settings.feedback_per_minute, settings.feedback_burst)
     app.state.scorer = EscalationScorer(load_policy(settings.escalation_policy))  # a bad policy fails here, at start-up

@@ -1,4 +1,4 @@
-"""Shared things routes get through ``Depends``: settings, the model, the gate, the scoped key checks."""
+"""Shared things routes get through ``Depends``: settings, the model, the gate, the batcher, the scoped key checks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from serving.gate import InferenceGate
 from serving.model_holder import ModelHolder
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
+from triage_model.micro_batching import MicroBatcher
 from triage_model.predictor import TriagePredictor
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when keys of the endpoint's scope are configured")
@@ -37,6 +38,11 @@ def get_monitor(request: Request) -> VolumeMonitor:
 
 def get_gate(request: Request) -> InferenceGate:
     return request.app.state.gate
+
+
+def get_batcher(request: Request) -> MicroBatcher | None:
+    """The process's dynamic batcher (made in the app's lifespan); None when dynamic batching is off."""
+    return getattr(request.app.state, "batcher", None)
 
 
 def get_keys(request: Request) -> KeyRing:

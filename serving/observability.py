@@ -18,6 +18,16 @@ REQUEST_LATENCY = Histogram(
 IN_FLIGHT = Gauge("triage_requests_in_flight", "HTTP requests being handled")
 QUEUED = Gauge("triage_inference_queue_depth", "requests waiting for an inference slot")
 SHED = Counter("triage_shed_total", "requests not computed: queue full (429), queue deadline (503), client gone while queued", ["reason"])
+BATCH_TEXTS = Histogram(
+    "triage_batch_texts",
+    "texts per shared batch (dynamic batching; a batch runs as a few length groups)",
+    buckets=(1, 2, 4, 8, 12, 16, 24, 32, 48, 64),
+)
+BATCH_SECONDS = Histogram(
+    "triage_batch_seconds",
+    "seconds per shared batch (dynamic batching)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 ALERT_STORE_ERRORS = Counter(
     "triage_alert_store_errors_total", "volume-alert store failures (e.g. Redis unreachable); predictions still served"
 )

@@ -1,22 +1,32 @@
-"""The triage use case behind the routes: limits → gate → predict (off the event loop) → escalation → counters."""
+"""The triage use case behind the routes: limits → gate → predict (off the event loop) → escalation → counters.
+
+Predict has two paths (``TRIAGE_DYNAMIC_BATCHING``): by default the request's texts go to the app's
+:class:`~triage_model.micro_batching.MicroBatcher`, which runs the texts of every request waiting at that
+moment through one onnxruntime run, then the request scores its own results in a worker thread
+(``triage_model.pipeline.escalate``, the second half of ``triage_texts``). Without batching, one
+worker-thread call runs ``triage_texts`` for the request alone.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
 
 from serving.alerts import VolumeMonitor
 from serving.errors import ApiError
-from serving.gate import InferenceGate
-from serving.observability import ALERT_STORE_ERRORS, ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS
+from serving.gate import ClientGone, InferenceGate, QueueFull
+from serving.observability import ALERT_STORE_ERRORS, ESCALATION_TIERS, ESCALATION_TRIGGERS, PREDICTIONS, SHED
 from serving.schemas import TriageRequest
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
-from triage_model.pipeline import triage_texts
+from triage_model.micro_batching import BatcherOverloaded, MicroBatcher
+from triage_model.pipeline import escalate, triage_texts
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 from triage_model.schema import HEADS
@@ -39,6 +49,41 @@ def predict_and_score(
     """Heads, then escalation on each item's own text and context (one worker-thread call: both are
     CPU work, and the first scoring call may load jieba)."""
     return triage_texts(predictor, scorer, [it.text for it in items], items, now=now, batch_size=batch_size)
+
+
+async def batched_predict(
+    batcher: MicroBatcher, texts: Sequence[str], disconnected: Callable[[], Awaitable[object]] | None = None
+) -> list[TriageResult]:
+    """The heads for ``texts`` from a shared run of the batcher.
+
+    A full batcher queue is a 429 (``QueueFull`` with the batcher's Retry-After). A client that hangs up
+    while its texts wait for a run takes them out of the queue unrun (``ClientGone``), as the gate does
+    for requests waiting for a slot."""
+    try:
+        if disconnected is None:
+            return await batcher.predict(texts)
+        predict = asyncio.ensure_future(batcher.predict(texts))
+        gone = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait([predict, gone], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            predict.cancel()
+            raise
+        finally:
+            if not gone.done():
+                gone.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await gone
+        if not predict.done() and not gone.cancelled() and gone.exception() is None:  # the client hung up first
+            predict.cancel()
+            with suppress(asyncio.CancelledError):
+                return await predict  # its run finished in the same instant
+            SHED.labels(reason="client_gone").inc()
+            raise ClientGone()
+        return await predict  # done, or still running if the disconnect waiter failed on its own
+    except BatcherOverloaded as err:
+        SHED.labels(reason="batch_queue_full").inc()
+        raise QueueFull(err.retry_after) from err
 
 
 def count(results: list[TriageResult], monitor: VolumeMonitor) -> None:
@@ -69,17 +114,27 @@ async def triage_items(
     scorer: EscalationScorer,
     monitor: VolumeMonitor,
     disconnected: Callable[[], Awaitable[object]] | None = None,
+    batcher: MicroBatcher | None = None,
 ) -> list[TriageResult]:
     """Check limits, predict and score off the event loop under the inference gate, count.
 
     The gate refuses (429/503, ``serving.gate``) instead of queueing without bound, and drops the
     request when ``disconnected`` returns first (the client hung up while waiting). Items without
     ``received_at`` are scored as received now (UTC), one instant for the whole call.
+
+    With a ``batcher`` the heads come from a run shared with other requests (the batcher looks the
+    served model up per run, so ``predictor`` is not used for them), then escalation runs in a worker
+    thread; without one, ``predictor`` runs this request alone.
     """
     check_limits(items, settings)
     now = datetime.now(UTC)
     async with gate.slot(disconnected):
-        results = await run_in_threadpool(predict_and_score, predictor, scorer, items, settings.micro_batch_size, now)
+        if batcher is None:
+            results = await run_in_threadpool(predict_and_score, predictor, scorer, items, settings.micro_batch_size, now)
+        else:
+            texts = [it.text for it in items]
+            heads = await batched_predict(batcher, texts, disconnected)
+            results = await run_in_threadpool(escalate, scorer, heads, texts, items, now=now)
     count(results, monitor)
     return results
 

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         "unset: only the configured model_dir can be reloaded",
     )
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (None: all cores)")
+    ort_allow_spinning: bool | None = Field(
+        None,
+        description="onnxruntime intra-op threads busy-wait for work between parallel sections (session.intra_op.allow_spinning). "
+        "Default: off with dynamic batching (measured: spinning threads take the cores that request handling and escalation "
+        "need between runs), onnxruntime's own default (on) without",
+    )
     canary_min_accuracy: float = Field(
         0.5, ge=0, le=1, description="a (re)loaded model must get at least this share of each head right on the pinned canary set"
     )
@@ -46,11 +52,33 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="request body limit (413 over it)")
     max_text_chars: int = Field(100_000, ge=1, description="characters per complaint (413 over it)")
     max_batch_items: int = Field(64, ge=1, description="items per POST /v1/triage/batch (413 over it)")
-    micro_batch_size: int = Field(32, ge=1, description="texts per onnxruntime run")
+    micro_batch_size: int = Field(32, ge=1, description="texts per onnxruntime run (without dynamic batching)")
     max_request_id_chars: int = Field(128, ge=8, le=1024, description="longest X-Request-ID echoed (longer ones are cut)")
 
+    # -- dynamic batching ---------------------------------------------------------------------------
+    dynamic_batching: bool = Field(
+        True,
+        description="concurrent requests share onnxruntime runs (triage_model.micro_batching): while one run computes, "
+        "the texts of the requests that arrive queue and go together into the next one (grouped by length); off: each "
+        "request runs its own (micro_batch_size texts per run)",
+    )
+    batch_max_texts: int = Field(32, ge=1, description="dynamic batching: most texts per shared batch (a larger request runs alone)")
+    batch_max_wait_ms: float = Field(
+        0, ge=0, le=1000, description="dynamic batching: how long a lone waiting request waits for companions (0: runs at once)"
+    )
+    batch_max_queued_texts: int = Field(
+        512, ge=1, description="dynamic batching: texts waiting for a run; a request that would pass it gets 429 with Retry-After"
+    )
+
     # -- load shedding -----------------------------------------------------------------------------
-    max_concurrent: int = Field(2, ge=1, description="inference slots (onnxruntime already uses every core for one run)")
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="inference slots: requests admitted past the gate at once. Default: 2 without dynamic batching "
+        "(onnxruntime already uses every core for one run); with it batch_max_texts, a batch's worth: admitted requests "
+        "share runs (one onnxruntime run at a time), the rest wait at the gate where max_queue and queue_timeout_ms "
+        "apply. Measured at 64 clients: the same goodput as 2 × batch_max_texts, and latency stays bounded by the gate",
+    )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot; one more gets 429")
     queue_timeout_ms: int = Field(1500, ge=1, description="a request that cannot start within this gets 503 with Retry-After")
 
@@ -90,6 +118,14 @@ class Settings(BaseSettings):
     def _windows(self) -> Settings:
         if not 0 < self.alert_bucket_s <= self.alert_window_s < self.alert_baseline_s:
             raise ValueError("need 0 < alert_bucket_s <= alert_window_s < alert_baseline_s")
+        return self
+
+    @model_validator(mode="after")
+    def _batching_defaults(self) -> Settings:
+        if self.max_concurrent is None:
+            self.max_concurrent = self.batch_max_texts if self.dynamic_batching else 2
+        if self.ort_allow_spinning is None and self.dynamic_batching:
+            self.ort_allow_spinning = False
         return self
 
     @classmethod

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from serving.app import clean_request_id, create_app
 from serving.settings import Settings
 from triage_model.escalation import EscalationContext, default_scorer
+from triage_model.micro_batching import MicroBatcher
 from triage_model.results import LabelScore, SentimentScore, TriageResult
 
 FRAUD = "我的银行卡昨晚被盗刷了2980元，不是我本人操作的！再不处理我就报警并且去12315投诉！"
@@ -60,6 +61,7 @@ def test_a_lone_surrogate_is_422_for_singles_and_batches_before_any_inference(cl
 
     ran = []
     monkeypatch.setattr(serving.service, "predict_and_score", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(MicroBatcher, "predict", lambda *a, **k: ran.append(1))  # the dynamic-batching path
     single = json.dumps({"text": "快递没到\ud800"}).encode()  # ASCII JSON: the surrogate travels as \ud800
     assert_error(raw_post(client, "/v1/triage", single), 422, "validation_error")
     batch = json.dumps({"items": [{"text": "好的"}, {"text": "快递\udfff没到"}]}).encode()

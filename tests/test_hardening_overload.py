@@ -14,7 +14,6 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-import serving.service
 from serving.app import create_app
 from serving.gate import ClientGone, InferenceGate, QueueFull, QueueTimeout
 from serving.settings import Settings
@@ -88,22 +87,25 @@ def test_a_waiting_request_whose_client_leaves_is_dropped_without_running():
     asyncio.run(run())
 
 
-def test_through_the_app_overload_gets_429_and_503_with_retry_after(served_model_dir, monkeypatch):
+@pytest.mark.parametrize("dynamic_batching", [True, False], ids=["batched", "unbatched"])
+def test_through_the_app_overload_gets_429_and_503_with_retry_after(served_model_dir, monkeypatch, dynamic_batching):
     """One slot, one place in the queue, a 0.6 s deadline, a model that takes 2 s for the first call:
-    A computes; B waits and passes the deadline (503); C finds the queue full (429); A still succeeds."""
-    real = serving.service.predict_and_score
+    A computes; B waits and passes the deadline (503); C finds the queue full (429); A still succeeds.
+    The same with and without dynamic batching (the gate stands in front of both)."""
     first = threading.Event()
-
-    def slow_first(*args, **kwargs):
-        if not first.is_set():
-            first.set()
-            time.sleep(2.0)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(serving.service, "predict_and_score", slow_first)
-    settings = Settings(model_dir=served_model_dir, max_concurrent=1, max_queue=1, queue_timeout_ms=600)
+    settings = Settings(model_dir=served_model_dir, max_concurrent=1, max_queue=1, queue_timeout_ms=600, dynamic_batching=dynamic_batching)
     results: dict[str, object] = {}
     with TestClient(create_app(settings)) as c:
+        predictor = c.app.state.holder.predictor  # slowed after start-up (the canary check at load also predicts)
+        real = predictor.predict
+
+        def slow_first(*args, **kwargs):
+            if not first.is_set():
+                first.set()
+                time.sleep(2.0)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(predictor, "predict", slow_first)
 
         def call(name: str) -> None:
             results[name] = c.post("/v1/triage", json={"text": f"{name}：快递三天没更新"})

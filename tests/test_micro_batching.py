@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from triage_model.micro_batching import BatcherOverloaded, MicroBatcher
+from triage_model.micro_batching import BatcherOverloaded, MicroBatcher, length_groups
 from triage_model.predictor import TriagePredictor
 
 
@@ -113,3 +113,27 @@ def test_batched_predictions_equal_one_by_one_predictions_of_the_real_model(serv
             alone.sentiment.label,
         )
         assert result.category.score == pytest.approx(alone.category.score, abs=2e-3)
+
+
+def test_length_groups_keep_similar_lengths_together_in_input_order_coverage():
+    lengths = [20, 400, 60, 22, 200, 61, 100, 21, 350, 59]
+    groups = length_groups(lengths, cap=128, max_group=32)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    by_len = [sorted(min(lengths[i], 128) for i in g) for g in groups]
+    assert by_len == [[20, 21, 22], [59, 60, 61], [100, 128, 128, 128]]  # over the cap all cost the same
+    assert all(len(g) <= 2 for g in length_groups(lengths, cap=128, max_group=2))
+    assert length_groups([], cap=128, max_group=32) == []
+
+
+def test_a_batch_reaches_the_model_as_length_groups_and_results_come_back_in_order():
+    fake = SlowEcho(delay=0.0)
+    texts = ["短" * 20, "长" * 300, "短" * 21, "中" * 60, "长" * 400]
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake)
+        got = await asyncio.gather(*(batcher.predict([t]) for t in texts))
+        await batcher.close()
+        return [g[0] for g in got]
+
+    assert asyncio.run(main()) == [f"result:{t}" for t in texts]
+    assert sorted(fake.batches) == [1, 2, 2]  # 20+21 chars, 60, 300+400 (both over the 128 cap)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, Request
 
 from serving.alerts import VolumeMonitor
-from serving.deps import get_gate, get_monitor, get_predictor, get_scorer, get_settings, require_triage
+from serving.deps import get_batcher, get_gate, get_monitor, get_predictor, get_scorer, get_settings, require_triage
 from serving.errors import ApiError, request_id_of
 from serving.gate import InferenceGate
 from serving.request_log import log_triage
@@ -23,6 +23,7 @@ from serving.schemas import (
 from serving.service import disconnect_waiter, triage_items
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
+from triage_model.micro_batching import MicroBatcher
 from triage_model.predictor import TriagePredictor
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 413, 415, 422, 429, 503)}
@@ -57,8 +58,9 @@ async def triage_one(
     scorer: EscalationScorer = Depends(get_scorer),
     monitor: VolumeMonitor = Depends(get_monitor),
     gate: InferenceGate = Depends(get_gate),
+    batcher: MicroBatcher | None = Depends(get_batcher),
 ) -> TriageResponse:
-    [result] = await triage_items([body], predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive))
+    [result] = await triage_items([body], predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive), batcher)
     log_triage(request, [body.text], [result])  # opt-in request log, so a correction may name only the request id
     return TriageResponse(**result.model_dump(), request_id=request_id_of(request))
 
@@ -81,8 +83,11 @@ async def triage_batch(
     scorer: EscalationScorer = Depends(get_scorer),
     monitor: VolumeMonitor = Depends(get_monitor),
     gate: InferenceGate = Depends(get_gate),
+    batcher: MicroBatcher | None = Depends(get_batcher),
 ) -> BatchResponse:
-    results = await triage_items(body.items, predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive))
+    results = await triage_items(body.items, predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive), batcher)
     echoed = [BatchItemResult(**res.model_dump(), id=item.id) for res, item in zip(results, body.items, strict=True)]
     log_triage(request, [item.text for item in body.items], results, [item.id for item in body.items])  # opt-in request log
-    return BatchResponse(request_id=request_id_of(request), model_version=predictor.version, results=echoed)
+    # the model that computed them: with dynamic batching a reload may have landed since the request began
+    version = results[0].model_version if results else predictor.version
+    return BatchResponse(request_id=request_id_of(request), model_version=version, results=echoed)
