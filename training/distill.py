@@ -39,7 +39,7 @@ from training.base_model import ensure_base_encoder
 from training.config import DistillConfig
 from training.modeling import MultiTaskTriageModel
 from training.train import (
-    all_head_metrics,
+    EarlyStopping,
     build_optimizer,
     calibrate_on_dev,
     class_weights,
@@ -48,7 +48,6 @@ from training.train import (
     length_grouped_batches,
     load_training_rows,
     make_collate,
-    mean_macro_f1,
     measure,
     predict_in_row_order,
     save_model_dir,
@@ -246,7 +245,7 @@ def distill(cfg: DistillConfig) -> Path:
         return total + soft_t + (1 - cfg.alpha) * hard_t
 
     lengths = [len(x) for x in ids]
-    best_score, best_state, stale, history = -1.0, None, 0, []
+    stopper = EarlyStopping(cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         running = 0.0
@@ -261,24 +260,14 @@ def distill(cfg: DistillConfig) -> Path:
             optimizer.zero_grad()
             running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        dev_logits, dev_gold = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
-        score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
-        history.append({"epoch": epoch, "train_loss": running, "dev_mean_macro_f1": score})
-        tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
-        if score > best_score:
-            best_score, stale = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                tqdm.write(f"early stop: no dev gain for {stale} epochs")
-                break
-    model.load_state_dict(best_state)
+        if stopper.epoch_done(model, epoch, running, *predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)):
+            break
+    stopper.restore_best(model)
     model.eval()
 
     dev_logits, dev_gold = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
     cal = calibrate_on_dev(dev_logits, dev_gold, dev_rows, cfg.critical_threshold_beta)
-    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": history}
+    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": stopper.history}
     if cfg.evaluate_test and test_rows:
         metrics["test"] = measure(*predict_in_row_order(model, eval_sets["test"], cfg.eval_batch_size, collate), test_rows, cal)
     teachers = provenance.get("teachers", [])

@@ -14,7 +14,7 @@ import math
 import shutil
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -213,6 +213,37 @@ def mean_macro_f1(metrics: dict[str, dict]) -> float:
     return float(np.mean([m["macro_f1"] for m in metrics.values()]))
 
 
+@dataclass
+class EarlyStopping:
+    """Model selection on dev after each epoch: keeps a copy of the best weights, records the history, and
+    says when ``patience`` epochs in a row brought no gain. Shared by training and distillation."""
+
+    patience: int
+    best_score: float = -1.0
+    best_state: dict | None = None
+    stale: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def epoch_done(self, model: torch.nn.Module, epoch: int, train_loss: float, dev_logits: dict, dev_gold: dict) -> bool:
+        """Score the epoch by dev mean macro-F1 (plain argmax); True when training should stop."""
+        score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
+        self.history.append({"epoch": epoch, "train_loss": train_loss, "dev_mean_macro_f1": score})
+        log.info("epoch %d: dev mean macro-F1 %.4f", epoch, score)
+        tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
+        if score > self.best_score:
+            self.best_score, self.stale = score, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        if self.stale >= self.patience:
+            tqdm.write(f"early stop: no dev gain for {self.stale} epochs")
+            return True
+        return False
+
+    def restore_best(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(self.best_state)
+
+
 def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.freeze_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -307,7 +338,7 @@ def train_on_rows(
     steps = cfg.epochs * math.ceil(len(train_rows) / cfg.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
 
-    best_score, best_state, stale, history = -1.0, None, 0, []
+    stopper = EarlyStopping(cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         running = 0.0
@@ -324,24 +355,13 @@ def train_on_rows(
             optimizer.zero_grad()
             running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        dev_logits, dev_gold = eval_logits("dev")
-        score = mean_macro_f1(all_head_metrics(dev_logits, dev_gold, {}))
-        history.append({"epoch": epoch, "train_loss": running, "dev_mean_macro_f1": score})
-        log.info("epoch %d: dev mean macro-F1 %.4f", epoch, score)
-        tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
-        if score > best_score:
-            best_score, stale = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                tqdm.write(f"early stop: no dev gain for {stale} epochs")
-                break
-    model.load_state_dict(best_state)
+        if stopper.epoch_done(model, epoch, running, *eval_logits("dev")):
+            break
+    stopper.restore_best(model)
 
     dev_logits, dev_gold = eval_logits("dev")
     cal = calibrate_on_dev(dev_logits, dev_gold, dev_rows, cfg.critical_threshold_beta)
-    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": history}
+    metrics: dict[str, object] = {"dev": measure(dev_logits, dev_gold, dev_rows, cal), "history": stopper.history}
     if cfg.evaluate_test and test_rows:
         metrics["test"] = measure(*eval_logits("test"), test_rows, cal)
 
