@@ -87,6 +87,25 @@ def machine_line(info: dict[str, object]) -> str:
     return f"CPU: {info['cpu']} · {info['isa']} · {info['cpu_count']} cores · fp32 matmul {info['fp32_matmul_gmacs']} GMAC/s"
 
 
+def uvicorn_command(host: str, port: int) -> list[str]:
+    """The API as a separate server process, as it runs in production (``serving.app:create_app`` factory)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
 def write_results(name: str, results: dict, table: str) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -14,13 +14,12 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from eval.bench.common import machine, machine_line, percentiles, text_of_length, write_results
+from eval.bench.common import machine, machine_line, percentiles, text_of_length, uvicorn_command, write_results
 
 HOST = "127.0.0.1"
 
@@ -102,19 +101,7 @@ def main() -> None:
 
     port = free_port()
     base = f"http://{HOST}:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:create_app",
-        "--factory",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    cmd = uvicorn_command(HOST, port)
     # latency under a deep queue, not load shedding (that is eval/bench/load_bench.py): no queue deadline
     env = {**os.environ, "TRIAGE_MAX_QUEUE": "256", "TRIAGE_QUEUE_TIMEOUT_MS": "600000"}
     if args.model:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from eval.bench.common import machine, machine_line, text_of_length, write_results
+from eval.bench.common import machine, machine_line, text_of_length, uvicorn_command, write_results
 from eval.bench.http_bench import HOST, free_port, wait_ready
 
 LENGTHS = (20, 60, 100, 200, 400)
@@ -160,19 +159,7 @@ def main() -> None:
     port = free_port()
     base = f"http://{HOST}:{port}"
     env = {**os.environ, **({"TRIAGE_MODEL_DIR": str(args.model)} if args.model else {})}
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:create_app",
-        "--factory",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    cmd = uvicorn_command(HOST, port)
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         asyncio.run(wait_ready(base))
