@@ -1,4 +1,5 @@
-"""An ensemble teacher: the exported model(s) averaged with the n-gram baseline, as distillation targets.
+"""Encoder + character n-gram ensembles: the served blend (``triage blend``) and the ensemble teacher's
+distillation targets (``triage distill-targets``).
 
 Why: the fine-tuned encoder and the character n-gram model make different mistakes (one reads meaning,
 the other exact wording), so their averaged probabilities beat either alone on dev (measured on the v1
@@ -13,14 +14,21 @@ them at temperature 1 gives back the ensemble's distribution) plus the teachers'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from eval.baselines import NgramBaseline
-from triage_model.decision import softmax
+from triage_model.calibration import fit_temperature
+from triage_model.decision import fit_fbeta_threshold, softmax
+from triage_model.labeled_data import load_labeled
+from triage_model.metrics import head_metrics
+from triage_model.model_dir import METRICS_FILE, read_metrics, write_meta
+from triage_model.ngram import NGRAM_FILE, CharNgramScorer, NgramHead, blend, write_ngram_scorer
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, TRIGGER_HEAD
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, TRIGGER_HEAD, label_to_id
 
 
 def ensemble_targets(
@@ -49,3 +57,103 @@ def ensemble_targets(
         raise ValueError("no teacher has the trigger head")
     out[TRIGGER_HEAD] = triggers.astype(np.float32)
     return out
+
+
+BLEND_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(17))
+"""n-gram weights tried per head (0 … 0.8): 0 keeps the encoder alone when the n-gram adds nothing on dev."""
+
+
+def export_ngram(baseline: NgramBaseline, path: Path) -> None:
+    """Write a fitted baseline's arrays as the model directory's ``ngram.npz`` (no pickles)."""
+    vec = baseline.vectorizer_
+    heads = {head: NgramHead(clf.coef_, clf.intercept_, clf.classes_) for head, clf in baseline.classifiers_.items()}
+    write_ngram_scorer(path, vec.vocabulary_, vec.idf_, vec.ngram_range, heads)
+
+
+def _critical_threshold(probs: np.ndarray, gold: np.ndarray, beta: float | None) -> dict[str, float]:
+    if beta is None:
+        return {}
+    return {CRITICAL_SEVERITY: fit_fbeta_threshold(probs, gold, HEADS["severity"].index(CRITICAL_SEVERITY), beta)}
+
+
+def choose_blend(
+    encoder: dict[str, np.ndarray], ngram: dict[str, np.ndarray], gold: dict[str, np.ndarray], beta: float | None
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]], dict[str, list[dict[str, float]]]]:
+    """Per head the dev-best n-gram weight (ties go to the smaller weight), the temperature that re-calibrates
+    that mixture, the 一级 threshold refitted on the calibrated blend, and the whole curve (weight → dev
+    macro-F1) for the model card."""
+    weights: dict[str, float] = {}
+    temperatures: dict[str, float] = {}
+    thresholds: dict[str, dict[str, float]] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    for head, labels in HEADS.items():
+        best = None
+        curves[head] = []
+        for w in BLEND_GRID:
+            mix = (1 - w) * encoder[head] + w * ngram[head]
+            t = fit_temperature(np.log(np.clip(mix, 1e-12, None)), gold[head])
+            probs = blend({head: encoder[head]}, {head: ngram[head]}, {head: w}, {head: t})[head]
+            th = _critical_threshold(probs, gold[head], beta) if head == "severity" else {}
+            f1 = head_metrics(probs, gold[head], labels, th)["macro_f1"]
+            curves[head].append({"weight": w, "dev_macro_f1": round(f1, 4)})
+            if best is None or f1 > best[0] + 1e-3:
+                best = (f1, w, t, th)
+        _, weights[head], temperatures[head], th = best
+        if th:
+            thresholds[head] = th
+    return weights, temperatures, thresholds, curves
+
+
+def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str, object]:
+    """Fit the n-gram scorer on ``data_dir``'s train split, pick per-head weights and the 一级 threshold on its
+    dev split, and write ``ngram.npz`` + the weights into the exported model directory in place.
+
+    Returns the dev figures (encoder alone, n-gram alone, blended) that ``metrics.json`` and the card record.
+    The test split is not read here: ``triage evaluate`` measures the blended model as served.
+    """
+    model_dir = Path(model_dir)
+    data = load_labeled(data_dir)
+    if data.problems:
+        raise ValueError(f"{len(data.problems)} data problems, first: {data.problems[0]}; run `triage data validate`")
+    train, dev = data.split("train"), data.split("dev")
+    baseline = NgramBaseline(seed=seed).fit(train, dev)
+    export_ngram(baseline, model_dir / NGRAM_FILE)
+    scorer = CharNgramScorer.load(model_dir / NGRAM_FILE)
+    predictor = TriagePredictor.from_pretrained(model_dir)
+    texts = [r.text for r in dev]
+    encoder = predictor.encoder_proba(texts)
+    ngram = scorer.predict_proba([predictor.prepare(t).text for t in texts])
+    gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in dev]) for h in HEADS}
+    meta = predictor.meta
+    beta = meta.train_config.get("critical_threshold_beta", 2.0)
+    weights, temperatures, thresholds, curves = choose_blend(encoder, ngram, gold, beta)
+    blended = blend(encoder, ngram, weights, temperatures)
+
+    def dev_figures(probs: dict[str, np.ndarray], th: dict) -> dict[str, dict[str, float]]:
+        out = {}
+        for h in HEADS:
+            m = head_metrics(probs[h], gold[h], HEADS[h], th.get(h))
+            out[h] = {"macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4), "ece": round(m["ece"], 4)}
+        return out
+
+    summary = {
+        "ngram": "char 1-3-gram TF-IDF + logistic regression (ngram.npz), trained on the train split",
+        "chosen_c": dict(baseline.chosen_c_),
+        "weights": weights,
+        "temperatures": temperatures,
+        "dev_n": len(dev),
+        "dev": {
+            "encoder": dev_figures(encoder, meta.decision_thresholds),
+            "ngram": dev_figures(ngram, {}),
+            "blend": dev_figures(blended, thresholds),
+        },
+        "curves": curves,
+    }
+    meta.ngram_weights = weights
+    meta.ngram_temperatures = temperatures
+    meta.decision_thresholds = {**meta.decision_thresholds, **thresholds}
+    write_meta(model_dir, meta)
+    metrics = read_metrics(model_dir)
+    metrics["blend"] = summary
+    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+    return summary

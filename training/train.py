@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from training.base_model import ensure_base_encoder
-from training.calibrate import fit_temperature
 from training.config import TrainConfig
 from training.model_card import write_model_card
 from training.modeling import MultiTaskTriageModel
 from training.trigger_fit import fit_trigger_thresholds
+from triage_model.calibration import fit_temperature
 from triage_model.decision import fit_fbeta_threshold, sigmoid, softmax
 from triage_model.labeled_data import ESCALATION_SET_NAME, LabeledRow, data_hash, escalation_training_rows, load_labeled, trigger_targets
 from triage_model.metrics import head_metrics, multilabel_metrics

@@ -203,6 +203,32 @@ def export(
         typer.echo("int8 argmax agreement with torch: " + ", ".join(f"{h} {v:.1%}" for h, v in report.int8_argmax_agreement.items()))
 
 
+@app.command()
+def blend(
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="exported ONNX model directory (changed in place)", exists=True, file_okay=False)
+    ],
+    data_dir: DataDirOpt = Path("labeled_data"),
+) -> None:
+    """Blend a character n-gram scorer into an exported model: fit it on the train split, choose each head's
+    weight and the 一级 threshold on dev, write ngram.npz. Serving stays numpy + onnxruntime."""
+    from eval.ensemble import blend_model_dir
+    from triage_model.model_dir import ModelLoadError
+
+    try:
+        summary = blend_model_dir(model, data_dir)
+    except (ModelLoadError, ValueError) as err:
+        _fail(str(err))
+    dev = summary["dev"]
+    typer.echo(f"n-gram weights: {summary['weights']}  (chosen on {summary['dev_n']} dev rows)")
+    for head in dev["blend"]:
+        typer.echo(
+            f"  {head:9s} dev macro-F1  encoder {dev['encoder'][head]['macro_f1']:.3f} · n-gram {dev['ngram'][head]['macro_f1']:.3f}"
+            f" · blend {dev['blend'][head]['macro_f1']:.3f}"
+        )
+    typer.echo(f"next: triage evaluate --model {model}  (the test split, as served)")
+
+
 def _print_metrics(per_head: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -25,11 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from eval.evaluate import evaluate_split
 from eval.report import metric_deltas
 from triage_model.model_dir import CARD_FILE, META_FILE, METRICS_FILE, ONNX_INT8_FILE, TOKENIZER_FILE, TORCH_REFERENCE_FILE
+from triage_model.ngram import NGRAM_FILE
 from triage_model.schema import CRITICAL_SEVERITY, HEADS
 
 SERVING_FILES: tuple[str, ...] = (ONNX_INT8_FILE, TOKENIZER_FILE, META_FILE, METRICS_FILE, CARD_FILE)
-OPTIONAL_FILES: tuple[str, ...] = (TORCH_REFERENCE_FILE,)
-"""Installed with the model when the export wrote them: the torch side of the int8 parity tests."""
+OPTIONAL_FILES: tuple[str, ...] = (TORCH_REFERENCE_FILE, NGRAM_FILE)
+"""Installed with the model when present: the torch side of the int8 parity tests, and the n-gram scorer that
+``triage blend`` adds (the model's ``triage_config.json`` says whether it is used)."""
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "promote.yaml"
 DECISION_FILE = "promote_decision.json"
 _EPS = 1e-9  # float noise: an equal score is never a drop

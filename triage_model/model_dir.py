@@ -50,6 +50,14 @@ class ModelMeta(BaseModel):
     created_at: str = ""
     train_config: dict = Field(default_factory=dict)
     onnx_file: str | None = None
+    ngram_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="per head weight of the shipped character n-gram scorer (ngram.npz) in the served probabilities, "
+        "chosen on dev by `triage blend`; empty = the encoder alone",
+    )
+    ngram_temperatures: dict[str, float] = Field(
+        default_factory=dict, description="per head temperature that re-calibrates the blended probabilities (fitted on dev)"
+    )
 
     model_config = {"populate_by_name": True, "protected_namespaces": ()}
 

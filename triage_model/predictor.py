@@ -18,6 +18,7 @@ from triage_model.decision import decide, sigmoid, softmax
 from triage_model.model_dir import (
     DEFAULT_MODEL_DIR,
     INPUT_NAMES,
+    META_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
     OUTPUT_NAMES,
@@ -29,6 +30,7 @@ from triage_model.model_dir import (
     read_meta,
     read_metrics,
 )
+from triage_model.ngram import NGRAM_FILE, CharNgramScorer, blend
 from triage_model.normalize import normalize_text, truncate_head_tail
 from triage_model.results import LabelScore, SentimentScore, TriageResult
 from triage_model.schema import HEADS, NEGATIVE_EMOTION_WEIGHTS, TEXT_TRIGGERS, TRIGGER_HEAD
@@ -51,8 +53,10 @@ class Prepared:
 class TriagePredictor:
     """Load with ``from_pretrained(dir)``; call ``predict(texts)``. Thread-safe for concurrent ``predict``."""
 
-    def __init__(self, model_dir: Path, meta: ModelMeta, session, tokenizer, metrics: dict) -> None:
+    def __init__(self, model_dir: Path, meta: ModelMeta, session, tokenizer, metrics: dict, ngram: CharNgramScorer | None = None) -> None:
         self.model_dir = model_dir
+        self.ngram = ngram
+        """The blended character n-gram scorer (``meta.ngram_weights``), or None: the encoder alone."""
         self.meta = meta
         self.session = session
         self.tokenizer = tokenizer
@@ -106,7 +110,12 @@ class TriagePredictor:
         outputs = [o.name for o in session.get_outputs()]
         if outputs not in (OUTPUT_NAMES, OUTPUT_NAMES_WITH_TRIGGERS):
             raise ModelLoadError(f"{onnx_path}: outputs {outputs} != expected {OUTPUT_NAMES} (+ optional {TRIGGER_OUTPUT})")
-        predictor = cls(model_dir, meta, session, tokenizer, read_metrics(model_dir))
+        ngram = None
+        if meta.ngram_weights:
+            if not (model_dir / NGRAM_FILE).exists():
+                raise ModelLoadError(f"{model_dir}: {META_FILE} blends an n-gram scorer but {NGRAM_FILE} is missing")
+            ngram = CharNgramScorer.load(model_dir / NGRAM_FILE)
+        predictor = cls(model_dir, meta, session, tokenizer, read_metrics(model_dir), ngram)
         predictor._check_output_shapes()
         return predictor
 
@@ -154,8 +163,17 @@ class TriagePredictor:
         return out, cut
 
     def _proba_prepared(self, texts: Sequence[str], batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Served probabilities: the calibrated encoder, blended with the n-gram scorer where the model has one."""
         logits, cut = self._logits_prepared(texts, batch_size)
-        return self._calibrated(logits), cut
+        probs = self._calibrated(logits)
+        if self.ngram is not None:
+            probs = blend(probs, self.ngram.predict_proba(texts), self.meta.ngram_weights, self.meta.ngram_temperatures)
+        return probs, cut
+
+    def encoder_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Calibrated probabilities of the encoder alone (no n-gram blend): what ``triage blend`` mixes."""
+        self._check_texts(texts)
+        return self._calibrated(self._logits_prepared([self.prepare(t).text for t in texts], batch_size)[0])
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
         """Raw, uncalibrated logits per output for raw texts, in input order: what a distilled student

@@ -27,6 +27,7 @@ def check_year(value: datetime | None) -> datetime | None:
         raise ValueError(f"year {value.year} is outside {YEARS_ACCEPTED[0]}-{YEARS_ACCEPTED[1]}")
     return value
 
+
 CONTEXT_FIELDS: tuple[str, ...] = ("received_at", "repeat_count", "current_tier", "tier_entered_at", "customer_requested_escalation")
 
 

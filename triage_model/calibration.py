@@ -1,4 +1,8 @@
-"""Temperature scaling per head, fitted on the dev split, so scores read as probabilities."""
+"""Temperature scaling per head, fitted on the dev split, so scores read as probabilities.
+
+In the torch-free core because both training (the encoder's logits) and `triage blend` (the blended
+probabilities, whose log is treated as logits) fit temperatures the same way.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,140 @@
+"""The shipped n-gram scorer reproduces scikit-learn exactly, fails loudly on bad files, and the predictor
+blends it with the weights the model directory names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from eval.baselines import NgramBaseline
+from eval.ensemble import choose_blend, export_ngram
+from tests.conftest import LABELED
+from triage_model.labeled_data import load_labeled
+from triage_model.model_dir import META_FILE, ModelLoadError
+from triage_model.ngram import NGRAM_FILE, CharNgramScorer, blend, char_ngrams
+from triage_model.normalize import normalize_text
+from triage_model.predictor import TriagePredictor
+from triage_model.schema import HEADS
+
+ODD_TEXTS = ["快递三天没到!!  客服  不理人", "ABC 退款 ×3\n\n\t第二行", "", "😡😡 12315", "我的银行卡被盗刷了2980元"]
+
+
+@pytest.fixture(scope="module")
+def small_baseline():
+    data = load_labeled(LABELED)
+    return NgramBaseline(c_grid=(4.0,)).fit(data.split("train")[:400], data.split("dev")[:120]), data.split("dev")[120:220]
+
+
+@pytest.fixture(scope="module")
+def scorer_file(small_baseline, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ngram") / NGRAM_FILE
+    export_ngram(small_baseline[0], path)
+    return path
+
+
+def test_char_ngrams_match_scikit_learn_analyzer(small_baseline):
+    analyzer = small_baseline[0].vectorizer_.build_analyzer()
+    for text in ODD_TEXTS:
+        assert char_ngrams(text, (1, 3)) == analyzer(text)
+
+
+def test_scorer_reproduces_scikit_learn_probabilities(small_baseline, scorer_file):
+    baseline, rows = small_baseline
+    texts = [r.text for r in rows] + ODD_TEXTS
+    expected = baseline.predict_proba(texts)
+    got = CharNgramScorer.load(scorer_file).predict_proba([normalize_text(t) for t in texts])
+    for head in HEADS:
+        np.testing.assert_allclose(got[head], expected[head], atol=1e-5)
+        assert got[head].shape == (len(texts), len(HEADS[head]))
+
+
+def test_scorer_without_a_known_ngram_falls_back_to_the_priors(scorer_file):
+    probs = CharNgramScorer.load(scorer_file).predict_proba(["ЖЖЖ"])
+    for head in HEADS:
+        assert probs[head].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_corrupt_or_incomplete_scorer_file_raises_model_load_error(scorer_file, tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(ModelLoadError, match="unreadable n-gram scorer"):
+        CharNgramScorer.load(broken)
+    with np.load(scorer_file) as data:
+        arrays = {k: data[k] for k in data.files if k != "idf"}
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, **arrays)
+    with pytest.raises(ModelLoadError, match="lacks 'idf'"):
+        CharNgramScorer.load(partial)
+    arrays["idf"] = np.ones(3, dtype=np.float32)
+    np.savez(partial, **arrays)
+    with pytest.raises(ModelLoadError, match="idf has 3 entries"):
+        CharNgramScorer.load(partial)
+
+
+def test_blend_weight_zero_is_the_encoder_and_one_is_the_ngram():
+    rng = np.random.default_rng(0)
+    enc = {h: rng.dirichlet(np.ones(len(v)), 5).astype(np.float32) for h, v in HEADS.items()}
+    ngr = {h: rng.dirichlet(np.ones(len(v)), 5).astype(np.float32) for h, v in HEADS.items()}
+    out = blend(enc, ngr, {"category": 0.0, "severity": 1.0, "sentiment": 0.5})
+    np.testing.assert_allclose(out["category"], enc["category"])
+    np.testing.assert_allclose(out["severity"], ngr["severity"])
+    np.testing.assert_allclose(out["sentiment"], (enc["sentiment"] + ngr["sentiment"]) / 2, rtol=1e-6)
+    sharper = blend(enc, ngr, {"sentiment": 0.5}, {"sentiment": 0.5})["sentiment"]
+    assert (sharper.argmax(1) == out["sentiment"].argmax(1)).all()  # re-calibration never moves a label
+    assert (sharper.max(1) >= out["sentiment"].max(1) - 1e-6).all()  # T < 1 sharpens
+    np.testing.assert_allclose(sharper.sum(1), 1.0, rtol=1e-5)
+
+
+def test_choose_blend_keeps_noise_out_and_takes_a_useful_ngram():
+    """An n-gram that is pure noise gets weight 0; one that knows what the encoder misses gets weight > 0."""
+    rng = np.random.default_rng(1)
+    n = 300
+    gold = {h: rng.integers(0, len(v), n) for h, v in HEADS.items()}
+    enc, useful, noise = {}, {}, {}
+    for h, v in HEADS.items():
+        k = len(v)
+        right = rng.random(n) < 0.6  # the encoder is right on 60 %, the n-gram on the other 40 % too
+        enc[h] = np.full((n, k), 0.1 / k)
+        enc[h][np.arange(n), np.where(right, gold[h], (gold[h] + 1) % k)] += 0.9
+        useful[h] = np.full((n, k), 0.2 / k)
+        useful[h][np.arange(n), gold[h]] += 0.8
+        noise[h] = rng.dirichlet(np.ones(k), n)
+    weights, _, _, curves = choose_blend(enc, noise, gold, beta=None)
+    assert all(w <= 0.3 for w in weights.values()), weights
+    weights, temperatures, _, _ = choose_blend(enc, useful, gold, beta=None)
+    assert all(w > 0 for w in weights.values()), weights
+    assert all(t > 0 for t in temperatures.values()), temperatures
+    assert len(curves["category"]) > 5
+
+
+@pytest.fixture()
+def blended_model_dir(served_model_dir, scorer_file, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(served_model_dir, model_dir)
+    shutil.copy(scorer_file, model_dir / NGRAM_FILE)
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    meta["ngram_weights"] = {"category": 1.0, "severity": 0.0, "sentiment": 0.5}
+    (model_dir / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    return model_dir
+
+
+def test_predictor_serves_the_blend_its_config_names(blended_model_dir, scorer_file):
+    predictor = TriagePredictor.from_pretrained(blended_model_dir)
+    texts = ["快递三天没到，客服也不回消息", "孩子把玩具的小零件放进嘴里了，太危险"]
+    served = predictor.predict_proba(texts)
+    encoder = predictor.encoder_proba(texts)
+    ngram = CharNgramScorer.load(scorer_file).predict_proba([predictor.prepare(t).text for t in texts])
+    np.testing.assert_allclose(served["category"], ngram["category"], atol=1e-6)
+    np.testing.assert_allclose(served["severity"], encoder["severity"], atol=1e-6)
+    np.testing.assert_allclose(served["sentiment"], (encoder["sentiment"] + ngram["sentiment"]) / 2, atol=1e-6)
+    results = predictor.predict(texts)
+    assert [r.category.label for r in results] == [HEADS["category"][i] for i in ngram["category"].argmax(1)]
+
+
+def test_model_that_names_a_blend_without_its_file_refuses_to_load(blended_model_dir):
+    (blended_model_dir / NGRAM_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=r"ngram\.npz is missing"):
+        TriagePredictor.from_pretrained(blended_model_dir)
