@@ -25,7 +25,7 @@ from triage_model.calibration import fit_temperature
 from triage_model.decision import fit_fbeta_threshold, softmax
 from triage_model.labeled_data import load_labeled
 from triage_model.metrics import head_metrics
-from triage_model.model_dir import METRICS_FILE, read_metrics, write_meta
+from triage_model.model_dir import CARD_FILE, METRICS_FILE, read_metrics, write_meta
 from triage_model.ngram import NGRAM_FILE, CharNgramScorer, NgramHead, blend, write_ngram_scorer
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import CRITICAL_SEVERITY, HEADS, TRIGGER_HEAD, label_to_id
@@ -104,6 +104,37 @@ def choose_blend(
     return weights, temperatures, thresholds, curves
 
 
+BLEND_SECTION = "## Blended character n-gram scorer"
+
+
+def write_blend_card_section(model_dir: Path, summary: dict) -> None:
+    """Replace (or add) the card's blend section: weights, temperatures and the dev figures of each part."""
+    dev = summary["dev"]
+    rows = ["| head | n-gram weight | temperature | encoder alone | n-gram alone | blend (served) |", "|---|---|---|---|---|---|"]
+    for head in HEADS:
+        rows.append(
+            f"| {head} | {summary['weights'][head]:.2f} | {summary['temperatures'][head]:.3f} | "
+            + " | ".join(f"{dev[part][head]['macro_f1']:.3f} (ECE {dev[part][head]['ece']:.3f})" for part in ("encoder", "ngram", "blend"))
+            + " |"
+        )
+    section = (
+        f"{BLEND_SECTION}\n\n"
+        "What is served is the encoder's calibrated probabilities mixed per head with a character 1–3-gram TF-IDF + "
+        "logistic-regression scorer (`ngram.npz`, trained on the train split; numpy at serving time), then "
+        "re-calibrated by one temperature per head. Weight, temperature and the 一级 threshold were chosen on the "
+        f"{summary['dev_n']} dev rows (`triage blend`); macro-F1 on dev:\n\n" + "\n".join(rows) + "\n"
+    )
+    card_path = Path(model_dir) / CARD_FILE
+    card = card_path.read_text(encoding="utf-8") if card_path.exists() else ""
+    if BLEND_SECTION in card:
+        head, _, rest = card.partition(BLEND_SECTION)
+        _, nxt, tail = rest.partition("\n## ")
+        card = head.rstrip() + "\n\n" + section + (("\n## " + tail) if nxt else "")
+    else:
+        card = card.rstrip() + "\n\n" + section
+    card_path.write_text(card, encoding="utf-8")
+
+
 def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str, object]:
     """Fit the n-gram scorer on ``data_dir``'s train split, pick per-head weights and the 一级 threshold on its
     dev split, and write ``ngram.npz`` + the weights into the exported model directory in place.
@@ -153,6 +184,7 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str,
     meta.ngram_temperatures = temperatures
     meta.decision_thresholds = {**meta.decision_thresholds, **thresholds}
     write_meta(model_dir, meta)
+    write_blend_card_section(model_dir, summary)
     metrics = read_metrics(model_dir)
     metrics["blend"] = summary
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")

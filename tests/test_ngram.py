@@ -138,3 +138,22 @@ def test_model_that_names_a_blend_without_its_file_refuses_to_load(blended_model
     (blended_model_dir / NGRAM_FILE).unlink()
     with pytest.raises(ModelLoadError, match=r"ngram\.npz is missing"):
         TriagePredictor.from_pretrained(blended_model_dir)
+
+
+def test_blend_card_section_is_replaced_not_repeated(tmp_path):
+    from eval.ensemble import BLEND_SECTION, write_blend_card_section
+    from triage_model.model_dir import CARD_FILE
+
+    (tmp_path / CARD_FILE).write_text("# card\n\n## Limits\n- short texts\n", encoding="utf-8")
+    fig = {"macro_f1": 0.8, "accuracy": 0.8, "ece": 0.02}
+    summary = {
+        "weights": dict.fromkeys(HEADS, 0.5),
+        "temperatures": dict.fromkeys(HEADS, 0.8),
+        "dev_n": 10,
+        "dev": {part: dict.fromkeys(HEADS, fig) for part in ("encoder", "ngram", "blend")},
+    }
+    write_blend_card_section(tmp_path, summary)
+    summary["weights"]["category"] = 0.25
+    write_blend_card_section(tmp_path, summary)
+    card = (tmp_path / CARD_FILE).read_text(encoding="utf-8")
+    assert card.count(BLEND_SECTION) == 1 and "| category | 0.25 |" in card and "## Limits" in card

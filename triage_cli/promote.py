@@ -119,7 +119,8 @@ def record_baseline(model_dir: Path, model_eval: dict, baseline: dict[str, dict]
     section = (
         f"\n\n## Against the n-gram baseline ({split} split, measured at promotion)\n\n"
         "Baseline: character 1–3-gram TF-IDF + logistic regression, trained on the same train split, C chosen on dev "
-        "(`eval/baselines.py`). The model column is the served int8 ONNX graph (`triage evaluate`), not torch.\n\n" + "\n".join(rows) + "\n"
+        "(`eval/baselines.py`). The model column is the model as served (`triage evaluate`): the int8 ONNX graph, "
+        "blended with its n-gram scorer where the model has one (see the blend section), not torch.\n\n" + "\n".join(rows) + "\n"
     )
     card = Path(model_dir) / CARD_FILE
     card.write_text(card.read_text(encoding="utf-8").rstrip() + section, encoding="utf-8")

@@ -74,6 +74,7 @@ def main() -> None:
             row = {
                 "model": predictor.version,
                 "onnx_file": onnx_file or predictor.meta.onnx_file,
+                "ngram_blend": predictor.ngram is not None,
                 "set": name,
                 "n": len(texts),
                 "median_chars": int(np.median([len(t) for t in texts])),
@@ -88,13 +89,14 @@ def main() -> None:
     lines = [
         machine_line(info),
         "",
-        "| model (onnx file) | set | median chars | encoder MMAC/text | model texts/s | triage predict texts/s "
+        "| model (onnx file, + n-gram blend) | set | median chars | encoder MMAC/text | model texts/s | triage predict texts/s "
         "| share of fp32 matmul limit |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        blend = " + n-gram" if r["ngram_blend"] else ""
         lines.append(
-            f"| {r['model']} ({r['onnx_file']}) | {r['set']} | {r['median_chars']} | {r['encoder_mmacs_per_text']} | "
+            f"| {r['model']} ({r['onnx_file']}{blend}) | {r['set']} | {r['median_chars']} | {r['encoder_mmacs_per_text']} | "
             f"{r['model_texts_per_s']} | {r['predict_texts_per_s']} | {r['share_of_matmul_limit']:.0%} |"
         )
     table = "\n".join(lines)
