@@ -15,6 +15,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,8 @@ import httpx
 from eval.bench.common import machine, machine_line, percentiles, text_of_length, uvicorn_command, write_results
 
 HOST = "127.0.0.1"
+# latency under a deep queue, not load shedding (that is eval/bench/load_bench.py): no queue deadline
+DEEP_QUEUE = {"TRIAGE_MAX_QUEUE": "256", "TRIAGE_QUEUE_TIMEOUT_MS": "600000"}
 
 
 def free_port() -> int:
@@ -37,6 +41,22 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+@contextmanager
+def local_server(model: Path | None = None, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``(base URL, server pid)`` of the API started as its own uvicorn process on a free loopback
+    port, ready to answer; stopped on exit. ``env`` adds settings (e.g. ``TRIAGE_MAX_QUEUE``)."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    full_env = {**os.environ, **(env or {}), **({"TRIAGE_MODEL_DIR": str(model)} if model else {})}
+    server = subprocess.Popen(uvicorn_command(HOST, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=full_env)
+    try:
+        asyncio.run(wait_ready(base))
+        yield base, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 async def wait_ready(base: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as client:
@@ -50,12 +70,26 @@ async def wait_ready(base: str, timeout: float = 120.0) -> None:
     raise TimeoutError("server did not become ready")
 
 
-async def load(base: str, clients: int, requests: int, batch: int | None = None) -> dict:
-    """``requests`` calls shared by ``clients`` workers; each call is one text or a ``batch`` of texts."""
+MIXED_LENGTHS = (20, 60, 100, 200, 400)
+
+
+def mixed_text(i: int) -> str:
+    """The i-th text of the mixed 20–400-character load."""
+    return text_of_length(MIXED_LENGTHS[i % len(MIXED_LENGTHS)], i)
+
+
+async def load(base: str, clients: int, requests: int, batch: int | None = None, texts: list[str] | None = None) -> dict:
+    """``requests`` calls shared by ``clients`` workers; each call is one text or a ``batch`` of texts.
+
+    The texts cycle through ``texts`` when given (e.g. real test-split complaints), else the mixed
+    20–400-character load of :func:`mixed_text`.
+    """
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
-    lengths = (20, 60, 100, 200, 400)
+
+    def text(i: int) -> str:
+        return texts[i % len(texts)] if texts else mixed_text(i)
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
@@ -63,10 +97,10 @@ async def load(base: str, clients: int, requests: int, batch: int | None = None)
             if batch:
                 url, body = (
                     f"{base}/v1/triage/batch",
-                    {"items": [{"text": text_of_length(lengths[(i + j) % 5], i + j)} for j in range(batch)]},
+                    {"items": [{"text": text(i * batch + j)} for j in range(batch)]},
                 )
             else:
-                url, body = f"{base}/v1/triage", {"text": text_of_length(lengths[i % 5], i)}
+                url, body = f"{base}/v1/triage", {"text": text(i)}
             start = time.perf_counter()
             try:
                 resp = await client.post(url, json=body, timeout=60)
@@ -99,27 +133,15 @@ def main() -> None:
     parser.add_argument("--batch-requests", type=int, default=30, help="batch calls (64 items each)")
     args = parser.parse_args()
 
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    cmd = uvicorn_command(HOST, port)
-    # latency under a deep queue, not load shedding (that is eval/bench/load_bench.py): no queue deadline
-    env = {**os.environ, "TRIAGE_MAX_QUEUE": "256", "TRIAGE_QUEUE_TIMEOUT_MS": "600000"}
-    if args.model:
-        env["TRIAGE_MODEL_DIR"] = str(args.model)
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        asyncio.run(wait_ready(base))
-        rss_idle = rss_mb(server.pid)
+    with local_server(args.model, DEEP_QUEUE) as (base, pid):
+        rss_idle = rss_mb(pid)
         rows = []
         for clients in (1, 8, 32):
             rows.append(asyncio.run(load(base, clients, args.requests)))
             print(rows[-1], flush=True)
         rows.append(asyncio.run(load(base, 4, args.batch_requests, batch=64)))
         print(rows[-1], flush=True)
-        rss_peak = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        rss_peak = rss_mb(pid)
     lines = [
         "| clients | batch | requests | p50 ms | p95 ms | p99 ms | req/s | complaints/s | errors |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,8 +25,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from eval.bench.common import machine, machine_line, text_of_length, uvicorn_command, write_results
-from eval.bench.http_bench import HOST, free_port, wait_ready
+from eval.bench.common import machine, machine_line, text_of_length, write_results
+from eval.bench.http_bench import local_server
 
 LENGTHS = (20, 60, 100, 200, 400)
 
@@ -156,21 +154,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32, 64, 128])
     args = parser.parse_args()
 
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    env = {**os.environ, **({"TRIAGE_MODEL_DIR": str(args.model)} if args.model else {})}
-    cmd = uvicorn_command(HOST, port)
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(wait_ready(base))
+    with local_server(args.model) as (base, _pid):
         settings = httpx.get(f"{base}/readyz").json()
         rows = []
         for clients in args.clients:
             rows.append(asyncio.run(level(base, clients, args.seconds)))
             print(rows[-1], flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     info = machine()
     lines = [
         f"Closed-loop clients for {args.seconds:g} s each, one complaint (20–400 chars) per request; default limits "
