@@ -2,6 +2,10 @@
 
 ``create_app()`` is the uvicorn factory (``triage serve``); tests build it with explicit settings.
 
+Several workers (``triage serve --workers N``): each worker runs this whole app with its own model
+copy; metrics are merged across them (``serving.observability``, ``PROMETHEUS_MULTIPROC_DIR``) and a
+reload in one reaches the others (``serving.reload_marker``, ``TRIAGE_RELOAD_MARKER``).
+
 The two middlewares are plain ASGI (no ``BaseHTTPMiddleware``): they add almost nothing to a
 request, which keeps ``/healthz`` fast under load, and they never hide the client's
 ``http.disconnect`` from the routes (the inference gate drops work whose client has gone).
@@ -10,12 +14,14 @@ request, which keeps ``/healthz`` fast under load, and they never hide the clien
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import signal
 import time
 import uuid
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from prometheus_client import start_http_server
@@ -23,14 +29,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.alerts import build_monitor
 from serving.auth import KeyRing, RateLimiter
-from serving.errors import error_response, install_error_handlers
+from serving.errors import ApiError, error_response, install_error_handlers
 from serving.gate import InferenceGate
-from serving.model_holder import ModelHolder
-from serving.observability import BATCH_SECONDS, BATCH_TEXTS, IN_FLIGHT, REQUEST_LATENCY, configure_logging
+from serving.model_holder import ModelHolder, OutsideModelsRoot, resolve_reload_target
+from serving.observability import (
+    BATCH_SECONDS,
+    BATCH_TEXTS,
+    IN_FLIGHT,
+    RELOADS,
+    REQUEST_LATENCY,
+    configure_logging,
+    mark_worker_dead,
+    metrics_registry,
+    multiproc_dir,
+)
+from serving.reload_marker import ReloadMarker
 from serving.routes import alerts, feedback, health, model, triage
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer, load_policy
 from triage_model.micro_batching import MicroBatcher
+from triage_model.model_dir import DEFAULT_MODEL_DIR
 
 log = logging.getLogger("serving")
 
@@ -193,7 +211,8 @@ def _install_sighup(app: FastAPI) -> None:
     def on_hup() -> None:
         async def reload() -> None:
             try:
-                result = await model.reload_model(app.state.holder, app.state.settings.model_dir, app.state.settings)
+                settings = app.state.settings
+                result = await model.reload_model(app.state.holder, settings.model_dir, settings, app.state.reload_marker)
                 log.info("reloaded on SIGHUP", extra={"model_version": result.model_version})
             except Exception as err:  # keep serving the old model; the reason goes to the log
                 log.error(f"SIGHUP reload rejected: {err}")
@@ -204,6 +223,42 @@ def _install_sighup(app: FastAPI) -> None:
 
     with suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def follow_marker(app: FastAPI, announced: dict) -> None:
+    """Load what another worker reloaded (``announced``: the marker's content), with the same checks: a
+    directory other than the configured one must be inside the models root. Failures are logged; this
+    worker keeps its model."""
+    settings = app.state.settings
+    requested, origin = announced.get("model_dir"), announced.get("pid")
+    target = settings.model_dir
+    if requested and Path(requested).resolve() != Path(settings.model_dir or DEFAULT_MODEL_DIR).resolve():
+        try:
+            target = resolve_reload_target(str(requested), settings.models_root)
+        except OutsideModelsRoot as err:
+            RELOADS.labels(outcome="refused").inc()
+            log.error(f"reload announced by worker {origin} refused here: {err}")
+            return
+    try:
+        result = await model.reload_model(app.state.holder, target, settings)
+    except ApiError as err:
+        log.error(f"reload announced by worker {origin} rejected here: {err.message}")
+        return
+    log.info(f"followed the reload of worker {origin}", extra={"model_version": result.model_version})
+
+
+async def follow_reloads(app: FastAPI, marker: ReloadMarker, every_s: float) -> None:
+    """Every ``every_s`` seconds: has another worker reloaded? (one ``stat`` of the marker file)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            announced = marker.pending()
+            if announced is not None:
+                await follow_marker(app, announced)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the watcher must outlive any one bad marker or failed load
+            log.error(f"reload marker {marker.path}: {err}")
 
 
 def observe_batch(texts: int, seconds: float) -> None:
@@ -229,10 +284,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging()
-        metrics_server = None
+        metrics_server = follower = None
         if settings.metrics_port:
-            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host)
-            log.info(f"metrics on {settings.metrics_host}:{settings.metrics_port}")
+            try:
+                metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics_registry())
+                log.info(f"metrics on {settings.metrics_host}:{settings.metrics_port}")
+            except OSError as err:
+                if multiproc_dir() is None or err.errno != errno.EADDRINUSE:
+                    raise
+                # several workers: the first one to bind serves every worker's metrics (merged)
+                log.info(f"metrics port {settings.metrics_port} is served by another worker")
         predictor = await asyncio.to_thread(app.state.holder.load, settings.model_dir)
         await asyncio.to_thread(app.state.scorer.warmup)  # jieba's dictionary, before the first request
         model.publish_model_info(predictor)
@@ -242,15 +303,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _install_sighup(app)
         if settings.dynamic_batching:
             app.state.batcher = make_batcher(app.state.holder, settings)
+        if app.state.reload_marker is not None:
+            follower = asyncio.create_task(follow_reloads(app, app.state.reload_marker, settings.reload_poll_s))
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with suppress(asyncio.CancelledError):
+                    await follower
             if app.state.batcher is not None:
                 await app.state.batcher.close()
                 app.state.batcher = None
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
+            mark_worker_dead()  # several workers: this one's live gauges leave the merged metrics
 
     app = FastAPI(title="投诉分诊 Complaint Triage API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -259,6 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.threads, settings.canary_min_accuracy, settings.canary_min_critical_recall, settings.ort_allow_spinning
     )
     app.state.background_tasks = set()
+    app.state.reload_marker = ReloadMarker(settings.reload_marker) if settings.reload_marker else None
     app.state.batcher = None  # made in the lifespan when settings.dynamic_batching (one per process)
     app.state.gate = InferenceGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_ms / 1000)
     app.state.feedback_limiter = RateLimiter(settings.feedback_per_minute, settings.feedback_burst)

@@ -196,3 +196,7 @@ class ModelInfo(BaseModel):
     )
     metrics_summary: dict[str, dict[str, float]]
     loaded_at: datetime
+    worker_pid: int = Field(
+        description="the server process that answered: with several workers each one loads and reloads its own copy, "
+        "so ask a few times to see every worker's model_version"
+    )

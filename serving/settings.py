@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     canary_min_critical_recall: float = Field(
         0.6, ge=0, le=1, description="... and find at least this share of the canary set's 一级 complaints"
     )
+    reload_marker: Path | None = Field(
+        None,
+        description="several workers: a JSON file every worker watches. A worker that reloads (POST /v1/admin/reload, "
+        "SIGHUP) writes the directory it loaded there, and the others load the same one (same checks, same canary) "
+        "within reload_poll_s. `triage serve --workers N` sets one in its run directory; unset: a reload reaches one process",
+    )
+    reload_poll_s: float = Field(2.0, gt=0, le=300, description="how often each worker looks at reload_marker (seconds)")
 
     # -- keys and scopes ---------------------------------------------------------------------------
     api_keys: KeyList = Field(default_factory=list, description="scope triage (/v1/triage*, /v1/model, /v1/alerts); set: a key is required")

@@ -407,16 +407,38 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes (state such as alerts is per process)")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="uvicorn worker processes. More than one: /metrics merges every worker's metrics and a reload reaches every "
+            "worker; volume alerts are shared only with TRIAGE_ALERT_BACKEND=redis (README: Several workers or replicas)",
+        ),
+    ] = 1,
+    metrics_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="with --workers > 1: prometheus_client's multiprocess directory (default: $PROMETHEUS_MULTIPROC_DIR, "
+            "else a fresh temporary one); its old metric files are deleted at start"
+        ),
+    ] = None,
 ) -> None:
     """Start the FastAPI grading API (uvicorn) on the shipped model or --model."""
     import os
+    import shutil
 
     import uvicorn
 
+    from serving.workers import prepare_workers
+
     if model:
         os.environ["TRIAGE_MODEL_DIR"] = str(model)
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+    run_dir = prepare_workers(workers, metrics_dir)  # before any worker starts: they inherit the environment
+    try:
+        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @data_app.command("validate")

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import get_holder, get_scorer, require_metrics
 from serving.model_holder import ModelHolder
+from serving.observability import metrics_registry
 from serving.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from triage_model.escalation import EscalationScorer
 
@@ -47,4 +48,5 @@ async def readyz(
     responses={code: {"model": ErrorResponse} for code in (401, 403)},
 )
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """This process's metrics; with several workers (``PROMETHEUS_MULTIPROC_DIR``) all of theirs, merged."""
+    return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -1,18 +1,21 @@
-"""``GET /v1/model`` (what is served) and ``POST /v1/admin/reload`` (atomic hot reload)."""
+"""``GET /v1/model`` (what is served, and by which worker process) and ``POST /v1/admin/reload`` (atomic
+hot reload; with ``TRIAGE_RELOAD_MARKER`` every other worker follows, see ``serving.reload_marker``)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deps import get_holder, get_predictor, get_settings, require_admin, require_triage
 from serving.errors import ApiError
 from serving.model_holder import ModelHolder, OutsideModelsRoot, redact_paths, resolve_reload_target
-from serving.observability import MODEL_INFO, RELOADS
+from serving.observability import MODEL_INFO, RELOADS, publish_served_version
+from serving.reload_marker import ReloadMarker
 from serving.schemas import ErrorResponse, ModelInfo
 from serving.settings import Settings
 from triage_model.model_dir import DEFAULT_MODEL_DIR, ModelLoadError
@@ -46,6 +49,7 @@ def model_info(predictor: TriagePredictor = Depends(get_predictor), holder: Mode
         trigger_thresholds=meta.trigger_thresholds if predictor.has_trigger_head else {},
         metrics_summary=metrics_summary(predictor.metrics),
         loaded_at=holder.loaded_at,
+        worker_pid=os.getpid(),
     )
 
 
@@ -67,12 +71,16 @@ class ReloadResponse(BaseModel):
     model_version: str
 
 
-def publish_model_info(predictor: TriagePredictor) -> None:
+def publish_model_info(predictor: TriagePredictor, previous: str | None = None) -> None:
     MODEL_INFO.info({"model_version": predictor.version, "model_name": predictor.meta.model_name, "data_hash": predictor.meta.data_hash})
+    publish_served_version(predictor.version, previous)
 
 
-async def reload_model(holder: ModelHolder, model_dir: Path | None, settings: Settings) -> ReloadResponse:
-    """Load, check and swap in ``model_dir``; a refusal names no absolute path (the log has them)."""
+async def reload_model(
+    holder: ModelHolder, model_dir: Path | None, settings: Settings, marker: ReloadMarker | None = None
+) -> ReloadResponse:
+    """Load, check and swap in ``model_dir``; a refusal names no absolute path (the log has them).
+    With a ``marker`` (several workers), a successful reload is announced to the other workers."""
     previous = holder.predictor.version if holder.predictor else None
     try:
         new = await run_in_threadpool(holder.load, model_dir)
@@ -87,7 +95,13 @@ async def reload_model(holder: ModelHolder, model_dir: Path | None, settings: Se
         reason = redact_paths(str(err), labels)
         raise ApiError(409, "model_rejected", f"reload rejected, still serving {previous}: {reason}") from err
     RELOADS.labels(outcome="ok").inc()
-    publish_model_info(new)
+    publish_model_info(new, previous)
+    if marker is not None:  # the other workers load the same directory within TRIAGE_RELOAD_POLL_S
+        try:
+            marker.announce(None if model_dir == settings.model_dir else model_dir, new.version)
+            log.info("reload announced to the other workers", extra={"model_version": new.version})
+        except OSError as err:  # this worker serves the new model; the others keep theirs until the next reload
+            log.error(f"reload marker {marker.path} not written: {err}")
     return ReloadResponse(status="reloaded", previous_version=previous, model_version=new.version)
 
 
@@ -99,7 +113,10 @@ async def reload_model(holder: ModelHolder, model_dir: Path | None, settings: Se
     summary="load a model directory (inside the models root), check it on the pinned canary set, swap it in atomically",
 )
 async def admin_reload(
-    body: ReloadRequest | None = None, holder: ModelHolder = Depends(get_holder), settings: Settings = Depends(get_settings)
+    request: Request,
+    body: ReloadRequest | None = None,
+    holder: ModelHolder = Depends(get_holder),
+    settings: Settings = Depends(get_settings),
 ) -> ReloadResponse:
     target = settings.model_dir
     if body and body.model_dir:
@@ -108,4 +125,4 @@ async def admin_reload(
         except OutsideModelsRoot as err:
             RELOADS.labels(outcome="refused").inc()
             raise ApiError(403, "outside_models_root", str(err)) from err
-    return await reload_model(holder, target, settings)
+    return await reload_model(holder, target, settings, getattr(request.app.state, "reload_marker", None))
