@@ -133,7 +133,7 @@ def distill_targets(
     ] = Path("training/configs/distill.yaml"),
     baseline_weight: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="weight of the n-gram baseline in the ensemble (0: teachers only)")
-    ] = 0.4,
+    ] = 0.5,
 ) -> None:
     """Soft labels for `triage distill --targets-file`: the teachers' calibrated probabilities averaged, mixed with
     the char n-gram baseline (trained on the same train split) — an ensemble teacher that serves nothing itself."""
