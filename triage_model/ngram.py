@@ -9,8 +9,9 @@ arrays: vocabulary, idf, and per head the weight matrix and intercepts.
 
 ``CharNgramScorer`` reproduces scikit-learn's ``TfidfVectorizer(analyzer="char", lowercase=True,
 sublinear_tf=True, norm="l2")`` followed by a multinomial ``LogisticRegression.predict_proba`` exactly
-(``tests/test_ngram.py`` checks it against scikit-learn to 1e-5); the cost is ~20 µs per typical
-complaint, nothing beside the encoder.
+(``tests/test_ngram.py`` checks it against scikit-learn to 1e-5). The cost, measured on 500 test-split
+texts (median ~50 characters, AMD EPYC): ~0.3 ms per complaint, almost all of it building the n-gram
+counts in Python — a tenth of what the 4-layer student's encoder spends, a fortieth of the teacher's.
 """
 
 from __future__ import annotations
