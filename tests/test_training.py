@@ -184,3 +184,31 @@ def test_the_escalation_eval_set_can_never_train_a_model(tmp_path):
     cfg = TrainConfig(data_dir=LABELED, output_dir=tmp_path / "m", extra_train_files=[Path("escalation/escalation_eval.jsonl")])
     with pytest.raises(ValueError, match="test set"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_static_int8_scores_a_text_the_same_alone_or_in_a_batch(tiny_model, tiny_rows, tmp_path):
+    """Dynamic batching puts strangers in one batch: the static scheme's fixed activation scales keep a
+    text's probabilities independent of them, and stay close to fp32."""
+    import shutil
+
+    from training.export import _batch_drift, calibration_feeds, quantize_int8
+    from triage_model.predictor import TriagePredictor
+
+    _, onnx_dir, _ = tiny_model
+    model_dir = tmp_path / "static"
+    shutil.copytree(onnx_dir, model_dir)
+    feeds = calibration_feeds(model_dir, LABELED, n=32)
+    assert len(feeds) == 32 and all(f["input_ids"].shape == f["attention_mask"].shape for f in feeds)
+    # the tiny model is the 12-layer encoder: static-ffn-fp32 is the static scheme meant for it
+    quantize_int8(model_dir / "model.onnx", model_dir / "model.static.onnx", "static-ffn-fp32", feeds)
+    texts = [r.text for r in tiny_rows["test"]]
+    assert _batch_drift(model_dir, "model.static.onnx", texts) < 1e-5
+    static = TriagePredictor.from_pretrained(model_dir, onnx_file="model.static.onnx").encoder_proba(texts)
+    fp32 = TriagePredictor.from_pretrained(model_dir, onnx_file="model.onnx").encoder_proba(texts)
+    for head in ("category", "severity", "sentiment"):
+        agreement = float((static[head].argmax(1) == fp32[head].argmax(1)).mean())
+        assert agreement >= 0.8, (head, agreement)
+        assert np.abs(static[head] - fp32[head]).sum(1).mean() < 0.2, head  # mean total-variation ×2 (int8 of a tiny model)
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_int8(model_dir / "model.onnx", model_dir / "x.onnx", "static")
