@@ -76,7 +76,7 @@ def export_onnx(model: MultiTaskTriageModel, path: Path) -> None:
 
 
 QUANT_SCHEMES = ("static", "static-ffn-fp32", "dynamic", "dynamic-attn-fp32", "embeddings", "matmul-nbits")
-"""How ``model.int8.onnx`` is made (measured side by side in ``eval/bench/quant_bench.py``):
+"""How ``model.int8.onnx`` is made (``--quantize auto`` scores each on dev; its table lands in ``parity.json``):
 
 * ``static`` — onnxruntime static quantization (QOperator: ``QLinearMatMul``), per-channel 7-bit weights
   (``reduce_range``: AVX2's u8×s8 kernel would otherwise saturate where VNNI does not, so both CPUs compute the same),
