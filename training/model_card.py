@@ -74,7 +74,8 @@ wheel, vocabulary trimmed to the pieces Chinese text uses, mean pooling, three s
 sigmoid trigger head trained jointly; exported to ONNX and int8-quantized for serving. Max {meta.max_length} tokens (head + tail kept).
 
 ## Training data
-{data_summary.get("n_train", "?")} train / {data_summary.get("n_dev", "?")} dev / {data_summary.get("n_test", "?")} test rows from
+{data_summary.get("n_train", "?")} train / {data_summary.get("n_dev", "?")} dev / {data_summary.get("n_test", "?")} test rows (the data when
+this model was trained, hash `{meta.data_hash}`; later data versions grow the splits) from
 `labeled_data/complaints/` (labels by reading, under `labeled_data/GUIDELINE.md`). Sources:
 {sources}
 
@@ -102,9 +103,10 @@ training rows; the escalation eval set is never trained or fitted on (`triage ev
 
 ## Reproduce
 ```
-triage train --config training/configs/default.yaml
-triage export --model {{output_dir}} --out {{export_dir}}
-triage evaluate --model {{export_dir}} --split test
+triage train --config training/configs/default.yaml       # output_dir of the config, runs/default
+triage export --model runs/default --out runs/default-onnx
+triage blend --model runs/default-onnx                    # the n-gram scorer served beside the encoder
+triage evaluate --model runs/default-onnx --split test
 ```
 """
     path = Path(model_dir) / CARD_FILE
