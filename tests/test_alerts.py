@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
 
@@ -19,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from serving.alerts import RedisStore, VolumeMonitor
+from tests.conftest import start_redis
 
 HOUR = 3600
 
@@ -42,30 +41,12 @@ def monitor(clock: FakeClock, **kw) -> VolumeMonitor:
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A private redis-server for this module (no persistence), or a skip that says why."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         if os.environ.get("TRIAGE_TEST_REQUIRE_REDIS") == "1":
             pytest.fail("redis-server is not installed (apt-get install redis-server) and TRIAGE_TEST_REQUIRE_REDIS=1")
         pytest.skip("redis-server binary not found: apt-get install redis-server to run the shared-alert tests")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not answer PING")
-    yield f"redis://127.0.0.1:{port}/0"
+    url, proc = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait(10)
 

@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 
 from serving.reload_marker import ReloadMarker
 from serving.workers import MULTIPROC_ENV, RELOAD_MARKER_ENV, prepare_workers
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, start_redis
 from triage_model.corrections import append_correction, read_corrections
 
 ADMIN = {"X-API-Key": "admin-key"}
@@ -94,33 +93,6 @@ def test_corrections_from_several_processes_are_whole_lines(tmp_path):
 
 
 # -- slow: two workers on the wire -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(folder: Path) -> tuple[str, subprocess.Popen] | None:
-    """A private redis-server (no persistence), or None when the binary is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return f"redis://127.0.0.1:{port}/0", proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not answer PING")
 
 
 def model_answer(base: str) -> dict:
