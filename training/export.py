@@ -108,6 +108,7 @@ CALIBRATION_TEXTS = 128
 def calibration_feeds(model_dir: Path, data_dir: Path, n: int = CALIBRATION_TEXTS, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """One ONNX input dict per calibration text (normalised and tokenized exactly as served, unpadded)."""
     from triage_model.labeled_data import load_labeled
+    from triage_model.predictor import TriagePredictor
 
     rows = load_labeled(data_dir).split("train")
     if not rows:
@@ -115,7 +116,7 @@ def calibration_feeds(model_dir: Path, data_dir: Path, n: int = CALIBRATION_TEXT
     meta = read_meta(model_dir)
     tokenizer = load_tokenizer(Path(model_dir) / TOKENIZER_FILE)
     pick = np.random.default_rng(seed).choice(len(rows), min(n, len(rows)), replace=False)
-    ids = encode_texts(tokenizer, [normalize_text(rows[i].text) for i in sorted(pick)], meta.max_length)
+    ids = encode_texts(tokenizer, [TriagePredictor.prepare(rows[i].text).text for i in sorted(pick)], meta.max_length)
     return [{"input_ids": np.array([x], dtype=np.int64), "attention_mask": np.ones((1, len(x)), dtype=np.int64)} for x in ids]
 
 
