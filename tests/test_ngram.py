@@ -117,6 +117,7 @@ def blended_model_dir(served_model_dir, scorer_file, tmp_path):
     shutil.copy(scorer_file, model_dir / NGRAM_FILE)
     meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
     meta["ngram_weights"] = {"category": 1.0, "severity": 0.0, "sentiment": 0.5}
+    meta.pop("ngram_temperatures", None)  # no re-calibration: the served mix is the plain weighted mean
     (model_dir / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     return model_dir
 

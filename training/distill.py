@@ -49,6 +49,7 @@ from training.train import (
     load_training_rows,
     make_collate,
     measure,
+    optimizer_step,
     predict_in_row_order,
     save_model_dir,
     to_dataset,
@@ -253,11 +254,7 @@ def distill(cfg: DistillConfig) -> Path:
         for idx in bar:
             b = batch_tensors(idx)
             loss = loss_of(model(b["input_ids"], b["attention_mask"]), b)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            optimizer_step(model, loss, optimizer, scheduler)
             running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         if stopper.epoch_done(model, epoch, running, *predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)):

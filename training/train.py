@@ -269,6 +269,16 @@ def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.opti
     return torch.optim.AdamW([*groups.values(), heads])
 
 
+def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """One update: backward, clip the gradient norm at 1.0 (a long complaint's batch must not blow up the step),
+    step the optimizer and the lr schedule. Shared by fine-tuning and distillation so both train alike."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
 def _sample(rows: list[LabeledRow], n: int, seed: int) -> list[LabeledRow]:
     """A seeded random subset: files are read in name order, so a head slice would be one source only."""
     import random
@@ -348,11 +358,7 @@ def train_on_rows(
         for batch in bar:
             outs = model(batch["input_ids"], batch["attention_mask"])
             loss = sum(cfg.head_loss_weights.get(h, 1.0) * losses[h](o, batch[h]) for h, o in zip(loss_names, outs, strict=True))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            optimizer_step(model, loss, optimizer, scheduler)
             running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         if stopper.epoch_done(model, epoch, running, *eval_logits("dev")):
