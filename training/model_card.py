@@ -51,6 +51,24 @@ def _layers(model_dir: Path) -> str:
         return "12"
 
 
+def _reproduce_commands(meta: ModelMeta) -> str:
+    """The commands that rebuild this model, with the folder it was really written to (read from its training
+    config, not assumed), and ``triage distill`` for a student (its config names teachers)."""
+    out = meta.train_config.get("output_dir", "runs/default")
+    if "teacher_dirs" in meta.train_config:
+        first = f"triage distill --config training/configs/distill.yaml --output-dir {out}"
+    else:
+        first = f"triage train --config training/configs/default.yaml --output-dir {out}"
+    return "\n".join(
+        [
+            first,
+            f"triage export --model {out} --out {out}-onnx",
+            f"triage blend --model {out}-onnx                    # the n-gram scorer served beside the encoder",
+            f"triage evaluate --model {out}-onnx --split test",
+        ]
+    )
+
+
 def write_model_card(model_dir: Path, meta: ModelMeta, metrics: dict, data_summary: dict) -> Path:
     test = metrics.get("test") or {}
     per_class = "\n\n".join(f"### {head} (test, torch fp32)\n\n{_per_class_table(m)}" for head, m in test.items() if "per_class" in m)
@@ -103,10 +121,7 @@ training rows; the escalation eval set is never trained or fitted on (`triage ev
 
 ## Reproduce
 ```
-triage train --config training/configs/default.yaml       # output_dir of the config, runs/default
-triage export --model runs/default --out runs/default-onnx
-triage blend --model runs/default-onnx                    # the n-gram scorer served beside the encoder
-triage evaluate --model runs/default-onnx --split test
+{_reproduce_commands(meta)}
 ```
 """
     path = Path(model_dir) / CARD_FILE
