@@ -48,7 +48,7 @@ from serving.routes import alerts, feedback, health, model, triage
 from serving.settings import Settings
 from triage_model.escalation import EscalationScorer, load_policy
 from triage_model.micro_batching import MicroBatcher
-from triage_model.model_dir import DEFAULT_MODEL_DIR
+from triage_model.model_dir import resolve_model_dir
 
 log = logging.getLogger("serving")
 
@@ -232,7 +232,7 @@ async def follow_marker(app: FastAPI, announced: dict) -> None:
     settings = app.state.settings
     requested, origin = announced.get("model_dir"), announced.get("pid")
     target = settings.model_dir
-    if requested and Path(requested).resolve() != Path(settings.model_dir or DEFAULT_MODEL_DIR).resolve():
+    if requested and Path(requested).resolve() != resolve_model_dir(settings.model_dir).resolve():
         try:
             target = resolve_reload_target(str(requested), settings.models_root)
         except OutsideModelsRoot as err:

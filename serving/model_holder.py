@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from serving.canary import CanaryReport, check_canary
-from triage_model.model_dir import DEFAULT_MODEL_DIR, METRICS_FILE, TOKENIZER_FILE, ModelLoadError, read_meta
+from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelLoadError, read_meta, resolve_model_dir
 from triage_model.predictor import TriagePredictor
 
 
@@ -114,7 +114,7 @@ class ModelHolder:
     def load(self, model_dir: Path | None) -> TriagePredictor:
         """Load, check, canary-test and swap in; on any failure the current model keeps serving."""
         with self._lock:
-            folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+            folder = resolve_model_dir(model_dir)
             check_files_inside(folder)
             candidate = TriagePredictor.from_pretrained(folder, intra_op_threads=self.threads)
             apply_session_config(candidate, self.session_config)

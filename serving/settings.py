@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", populate_by_name=True, protected_namespaces=())
 
     # -- the model ---------------------------------------------------------------------------------
-    model_dir: Path | None = Field(None, description="exported model directory to serve; None = the shipped default")
+    model_dir: Path | None = Field(
+        None, description="exported model directory to serve, or a bundled model by name (default, student); None = the shipped default"
+    )
     models_root: Path | None = Field(
         None,
         description="POST /v1/admin/reload may load only directories inside this one (resolved, symlinks followed); "

@@ -19,7 +19,10 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="exported model directory (default: the shipped model)")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="exported model directory, or a bundled model: default, student (4 layers, fast)"),
+]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="labeled data folder (holds complaints/*.jsonl)")]
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", help="escalation policy YAML (default: triage_model/policy/escalation_policy.yaml)", exists=True)

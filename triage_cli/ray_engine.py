@@ -42,7 +42,7 @@ from typing import Any, Literal
 from triage_model.batch import CHUNK_ROWS, _row_error, row_context
 from triage_model.escalation import EscalationPolicy, EscalationScorer, load_policy
 from triage_model.io import read_records, write_records
-from triage_model.model_dir import DEFAULT_MODEL_DIR, read_meta
+from triage_model.model_dir import read_meta, resolve_model_dir
 from triage_model.pipeline import triage_texts
 from triage_model.predictor import TriagePredictor
 
@@ -316,7 +316,7 @@ def predict_with_ray(cfg: RayRunConfig) -> dict[str, int]:
     require_ray()
     import ray.data
 
-    model_version = read_meta(Path(cfg.model_dir) if cfg.model_dir else DEFAULT_MODEL_DIR).model_version
+    model_version = read_meta(resolve_model_dir(cfg.model_dir)).model_version
     policy = load_policy(cfg.policy_path)
     manifest, done = plan_run(cfg, model_version, policy)
     started_here = not ray.is_initialized()

@@ -16,7 +16,6 @@ import numpy as np
 
 from triage_model.decision import decide, sigmoid, softmax
 from triage_model.model_dir import (
-    DEFAULT_MODEL_DIR,
     INPUT_NAMES,
     META_FILE,
     ONNX_FP32_FILE,
@@ -29,6 +28,7 @@ from triage_model.model_dir import (
     ModelMeta,
     read_meta,
     read_metrics,
+    resolve_model_dir,
 )
 from triage_model.ngram import NGRAM_FILE, CharNgramScorer, blend
 from triage_model.normalize import normalize_text, truncate_head_tail
@@ -87,7 +87,7 @@ class TriagePredictor:
         """
         import onnxruntime as ort
 
-        model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+        model_dir = resolve_model_dir(model_dir)
         meta = read_meta(model_dir)
         candidates = [onnx_file] if onnx_file else [meta.onnx_file, ONNX_INT8_FILE, ONNX_FP32_FILE]
         onnx_path = next((model_dir / c for c in candidates if c and (model_dir / c).exists()), None)
