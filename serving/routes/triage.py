@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 from fastapi import APIRouter, Body, Depends, Request
 
 from serving.alerts import VolumeMonitor
@@ -25,6 +28,7 @@ from serving.settings import Settings
 from triage_model.escalation import EscalationScorer
 from triage_model.micro_batching import MicroBatcher
 from triage_model.predictor import TriagePredictor
+from triage_model.results import TriageResult
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 413, 415, 422, 429, 503)}
 router = APIRouter(prefix="/v1", tags=["triage"], dependencies=[Depends(require_triage)], responses=ERRORS)
@@ -34,6 +38,24 @@ SINGLE_EXAMPLES = {
     "fraud_legal_threat": {"summary": "一级 fraud report with a legal threat", "value": EXAMPLE_FRAUD},
     "repeat_near_sla": {"summary": "repeat complaint near its SLA", "value": EXAMPLE_REPEAT},
 }
+
+
+@dataclass
+class TriageDeps:
+    """What both triage routes need, resolved per request as one class dependency (FastAPI reads the
+    ``Annotated[..., Depends]`` parameters of the generated ``__init__``), so the two routes cannot drift apart."""
+
+    predictor: Annotated[TriagePredictor, Depends(get_predictor)]
+    settings: Annotated[Settings, Depends(get_settings)]
+    scorer: Annotated[EscalationScorer, Depends(get_scorer)]
+    monitor: Annotated[VolumeMonitor, Depends(get_monitor)]
+    gate: Annotated[InferenceGate, Depends(get_gate)]
+    batcher: Annotated[MicroBatcher | None, Depends(get_batcher)]
+
+    async def triage(self, items: list[TriageRequest], request: Request) -> list[TriageResult]:
+        """Score ``items`` through the service (gate, dynamic batching, escalation), stopping if the client leaves."""
+        waiter = disconnect_waiter(request.receive)
+        return await triage_items(items, self.predictor, self.gate, self.settings, self.scorer, self.monitor, waiter, self.batcher)
 
 
 async def batch_size_first(request: Request, settings: Settings = Depends(get_settings)) -> None:
@@ -53,14 +75,9 @@ async def batch_size_first(request: Request, settings: Settings = Depends(get_se
 async def triage_one(
     request: Request,
     body: TriageRequest = Body(openapi_examples=SINGLE_EXAMPLES),
-    predictor: TriagePredictor = Depends(get_predictor),
-    settings: Settings = Depends(get_settings),
-    scorer: EscalationScorer = Depends(get_scorer),
-    monitor: VolumeMonitor = Depends(get_monitor),
-    gate: InferenceGate = Depends(get_gate),
-    batcher: MicroBatcher | None = Depends(get_batcher),
+    deps: TriageDeps = Depends(),
 ) -> TriageResponse:
-    [result] = await triage_items([body], predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive), batcher)
+    [result] = await deps.triage([body], request)
     log_triage(request, [body.text], [result])  # opt-in request log, so a correction may name only the request id
     return TriageResponse(**result.model_dump(), request_id=request_id_of(request))
 
@@ -78,16 +95,11 @@ async def triage_batch(
             "two": {"summary": "two complaints", "value": {"items": [{"id": "T-1", **EXAMPLE_CALM}, {"id": "T-2", **EXAMPLE_FRAUD}]}}
         }
     ),
-    predictor: TriagePredictor = Depends(get_predictor),
-    settings: Settings = Depends(get_settings),
-    scorer: EscalationScorer = Depends(get_scorer),
-    monitor: VolumeMonitor = Depends(get_monitor),
-    gate: InferenceGate = Depends(get_gate),
-    batcher: MicroBatcher | None = Depends(get_batcher),
+    deps: TriageDeps = Depends(),
 ) -> BatchResponse:
-    results = await triage_items(body.items, predictor, gate, settings, scorer, monitor, disconnect_waiter(request.receive), batcher)
+    results = await deps.triage(body.items, request)
     echoed = [BatchItemResult(**res.model_dump(), id=item.id) for res, item in zip(results, body.items, strict=True)]
     log_triage(request, [item.text for item in body.items], results, [item.id for item in body.items])  # opt-in request log
     # the model that computed them: with dynamic batching a reload may have landed since the request began
-    version = results[0].model_version if results else predictor.version
+    version = results[0].model_version if results else deps.predictor.version
     return BatchResponse(request_id=request_id_of(request), model_version=version, results=echoed)
