@@ -42,3 +42,19 @@ def test_the_bundled_student_loads_by_name_and_is_a_smaller_encoder_than_the_def
     assert read_meta(STUDENT_MODEL_DIR).train_config.get("student_layers", 12) < 12
     out = student.predict(["快递三天了还没到，电话也打不通，到底怎么回事"])
     assert out[0].category  # a full prediction, not an empty shell
+
+
+@pytest.mark.skipif(not (STUDENT_MODEL_DIR / "triage_config.json").exists(), reason="no bundled student in this checkout")
+def test_the_api_serves_the_bundled_student_when_configured_by_name(monkeypatch, tmp_path):
+    """``TRIAGE_MODEL_DIR=student`` (what ``triage serve --model student`` sets) serves the student end to end."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRIAGE_MODEL_DIR", "student")
+    with TestClient(create_app(Settings())) as client:
+        body = client.post("/v1/triage", json={"text": "孩子差点把玩具上掉下来的小零件吞下去，太危险了"}).json()
+    assert body["model_version"] == read_meta(STUDENT_MODEL_DIR).model_version
+    assert body["severity"]["label"] in ("一级", "二级", "三级")
