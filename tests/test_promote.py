@@ -183,3 +183,13 @@ def test_a_swap_cut_between_its_renames_is_recovered_before_the_next_promote(dir
     (champion.parent / f".{champion.name}.old-0badf00d").mkdir()
     assert "stale" in promote_mod.recover_interrupted_swap(champion)
     assert [p.name for p in champion.parent.iterdir()] == [champion.name]
+
+
+def test_first_install_still_requires_beating_the_n_gram_baseline(dirs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """--first skips the champion comparison, not the baseline gate: nothing is installed behind the baseline."""
+    fresh = {**dirs, "champion": tmp_path / "bundled" / "student_model"}
+    unbeatable = metrics({"category": 0.99, "severity": 0.99, "sentiment": 0.99}, 0.99)
+    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split: unbeatable)
+    result = run_promote(fresh, "--first")
+    assert result.exit_code == 1 and "baseline" in result.output, result.output
+    assert not fresh["champion"].exists()
