@@ -600,8 +600,7 @@ def promote(
         table.caption = "champion column: the served model, or the n-gram baseline for the *_vs_ngram_baseline rows"
         Console().print(table)
     if not decision.promote:
-        where = f"; comparison report: {Path(decision.report_dir) / 'report.html'}" if decision.report_dir else ""
-        typer.secho(f"{decision.note}{where}", fg=typer.colors.RED)
+        typer.secho(f"{decision.note}; comparison report: {cfg.report_dir / 'report.html'}", fg=typer.colors.RED)
         raise typer.Exit(1)
     typer.secho(decision.note, fg=typer.colors.GREEN)
 

@@ -191,19 +191,21 @@ def recover_interrupted_swap(champion: Path) -> str | None:
 
 
 def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Decision:
-    """Evaluate both models, decide, and install or write the refusal report. Returns the decision."""
+    """Evaluate both models, decide, and install or write the refusal report. Returns the decision.
+
+    With ``first`` and no champion there is nothing to compare with, but the baseline gate still applies: a
+    first model (or a second bundled one, such as the fast student) must be ahead of the n-gram baseline too."""
     check_serving_files(challenger)
     champion = config.champion
     recover_interrupted_swap(champion)
     report_dir = config.report_dir
-    if not is_model_dir(champion):
-        if not first:
-            raise ValueError(f"{champion}: no champion model there; pass --first to install the first one")
-        return _install_first(challenger, config)
+    has_champion = is_model_dir(champion)
+    if not has_champion and not first:
+        raise ValueError(f"{champion}: no champion model there; pass --first to install the first one")
     # the gate reads only the heads: the escalation-set evaluation inside evaluate_split is not needed here
     challenger_eval = evaluate_split(challenger, config.data_dir, config.split, escalation=False)
-    champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False)
-    checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance)
+    champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False) if has_champion else None
+    checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance) if champion_eval else []
     baseline = baseline_heads(config.data_dir, config.split) if config.beat_baseline else None
     if baseline is not None:
         checks += baseline_checks(baseline, challenger_eval["heads"], config.baseline_margin)
@@ -211,42 +213,21 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
         all(c.ok for c in checks),
         config.tolerance,
         challenger_eval["model_version"],
-        champion_eval["model_version"],
+        champion_eval["model_version"] if champion_eval else None,
         checks,
     )
     if decision.promote:
         install_serving_files(challenger, champion)
         if baseline is not None:
             record_baseline(champion, challenger_eval, baseline, config.split)
-        decision.note = f"promoted into {champion}"
+        decision.note = f"promoted into {champion}" if has_champion else f"no champion at {champion}: installed as the first model"
     else:
         from eval.report import build_report
 
-        build_report(challenger, config.data_dir, report_dir, split=config.split, compare=champion)
+        build_report(challenger, config.data_dir, report_dir, split=config.split, compare=champion if has_champion else None)
         decision.note = f"refused: {len(decision.failures)} check(s) failed (a drop over {config.tolerance}, or not ahead of the baseline)"
         decision.report_dir = str(report_dir)
     _write_decision(decision, report_dir)
-    return decision
-
-
-def _install_first(challenger: Path, config: PromoteConfig) -> Decision:
-    """No champion to compare with: the baseline gate still applies (a first model, or a second bundled one such
-    as the fast student, must be ahead of the n-gram baseline on every head), then install."""
-    champion, checks, baseline, challenger_eval = config.champion, [], None, None
-    if config.beat_baseline:
-        challenger_eval = evaluate_split(challenger, config.data_dir, config.split, escalation=False)
-        baseline = baseline_heads(config.data_dir, config.split)
-        checks = baseline_checks(baseline, challenger_eval["heads"], config.baseline_margin)
-    version = challenger_eval["model_version"] if challenger_eval else ""
-    decision = Decision(all(c.ok for c in checks), config.tolerance, version, None, checks)
-    if decision.promote:
-        install_serving_files(challenger, champion)
-        if baseline is not None and challenger_eval is not None:
-            record_baseline(champion, challenger_eval, baseline, config.split)
-        decision.note = f"no champion at {champion}: installed as the first model"
-    else:
-        decision.note = f"refused: not ahead of the n-gram baseline on {len(decision.failures)} head(s); nothing installed at {champion}"
-    _write_decision(decision, config.report_dir)
     return decision
 
 
