@@ -22,7 +22,7 @@ import numpy as np
 
 from eval.baselines import NgramBaseline
 from triage_model.calibration import fit_temperature
-from triage_model.decision import fit_fbeta_threshold, softmax
+from triage_model.decision import fit_fbeta_threshold, fit_recall_threshold, recall_at, softmax
 from triage_model.labeled_data import load_labeled
 from triage_model.metrics import head_metrics
 from triage_model.model_dir import CARD_FILE, METRICS_FILE, read_metrics, write_meta
@@ -104,6 +104,34 @@ def choose_blend(
     return weights, temperatures, thresholds, curves
 
 
+def match_critical_recall(
+    probs: np.ndarray, gold: np.ndarray, texts: Sequence[str], reference_dir: Path, fitted: float | None
+) -> dict[str, object]:
+    """Lower the 一级 threshold until the model's dev recall reaches ``reference_dir``'s (as served, same rows).
+
+    For a student that replaces its teacher: the selection rule says it may not miss more 一级 complaints,
+    so its operating point is set on dev to the teacher's recall. The threshold is only ever lowered from
+    the F2 fit (``fitted``), never raised: matching cannot cost recall the F2 rule already bought.
+    """
+    idx = HEADS["severity"].index(CRITICAL_SEVERITY)
+    reference = TriagePredictor.from_pretrained(reference_dir)
+    ref_probs = reference.predict_proba(list(texts))["severity"]
+    ref_threshold = reference.meta.decision_thresholds.get("severity", {}).get(CRITICAL_SEVERITY, 1.0)
+    ref_recall, ref_precision = recall_at(ref_probs, gold, idx, ref_threshold)
+    matched = fit_recall_threshold(probs, gold, idx, ref_recall)
+    threshold = matched if fitted is None else min(fitted, matched)
+    recall, precision = recall_at(probs, gold, idx, threshold)
+    return {
+        "reference": reference.version,
+        "reference_dev_recall": round(ref_recall, 4),
+        "reference_dev_precision": round(ref_precision, 4),
+        "f2_threshold": fitted,
+        "threshold": threshold,
+        "dev_recall": round(recall, 4),
+        "dev_precision": round(precision, 4),
+    }
+
+
 BLEND_SECTION = "## Blended character n-gram scorer"
 
 
@@ -124,6 +152,14 @@ def write_blend_card_section(model_dir: Path, summary: dict) -> None:
         "re-calibrated by one temperature per head. Weight, temperature and the 一级 threshold were chosen on the "
         f"{summary['dev_n']} dev rows (`triage blend`); macro-F1 on dev:\n\n" + "\n".join(rows) + "\n"
     )
+    matched = summary.get("critical_recall_match")
+    if matched:
+        section += (
+            f"\nThe 一级 threshold was matched to `{matched['reference']}` (`--match-recall-of`): its dev recall "
+            f"{matched['reference_dev_recall']:.3f} (precision {matched['reference_dev_precision']:.3f}) is reached here at "
+            f"threshold {matched['threshold']:.2f} (F2 fit: {matched['f2_threshold']}), dev recall {matched['dev_recall']:.3f}, "
+            f"precision {matched['dev_precision']:.3f}.\n"
+        )
     card_path = Path(model_dir) / CARD_FILE
     card = card_path.read_text(encoding="utf-8") if card_path.exists() else ""
     if BLEND_SECTION in card:
@@ -135,12 +171,14 @@ def write_blend_card_section(model_dir: Path, summary: dict) -> None:
     card_path.write_text(card, encoding="utf-8")
 
 
-def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str, object]:
+def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall_of: Path | None = None) -> dict[str, object]:
     """Fit the n-gram scorer on ``data_dir``'s train split, pick per-head weights and the 一级 threshold on its
     dev split, and write ``ngram.npz`` + the weights into the exported model directory in place.
 
     Returns the dev figures (encoder alone, n-gram alone, blended) that ``metrics.json`` and the card record.
     The test split is not read here: ``triage evaluate`` measures the blended model as served.
+    ``match_recall_of`` (a student's teacher): lower the 一级 threshold to that model's dev recall
+    (``match_critical_recall``).
     """
     model_dir = Path(model_dir)
     data = load_labeled(data_dir)
@@ -159,6 +197,11 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str,
     beta = meta.train_config.get("critical_threshold_beta", 2.0)
     weights, temperatures, thresholds, curves = choose_blend(encoder, ngram, gold, beta)
     blended = blend(encoder, ngram, weights, temperatures)
+    matched = None
+    if match_recall_of is not None:
+        fitted = thresholds.get("severity", {}).get(CRITICAL_SEVERITY)
+        matched = match_critical_recall(blended["severity"], gold["severity"], texts, Path(match_recall_of), fitted)
+        thresholds["severity"] = {**thresholds.get("severity", {}), CRITICAL_SEVERITY: matched["threshold"]}
 
     def dev_figures(probs: dict[str, np.ndarray], th: dict) -> dict[str, dict[str, float]]:
         out = {}
@@ -179,6 +222,7 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0) -> dict[str,
             "blend": dev_figures(blended, thresholds),
         },
         "curves": curves,
+        **({"critical_recall_match": matched} if matched else {}),
     }
     meta.ngram_weights = weights
     meta.ngram_temperatures = temperatures

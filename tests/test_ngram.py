@@ -187,6 +187,45 @@ def test_triage_blend_cli_writes_a_blended_model_that_serves(served_model_dir, t
     assert predictor.ngram is not None and predictor.predict(["快递丢了，客服不理"])[0].category.label in HEADS["category"]
 
 
+def test_recall_threshold_is_the_highest_that_reaches_the_reference_recall():
+    """Four 一级 rows at 0.9 / 0.6 / 0.3 / 0.1: recall 0.75 first holds at 0.30, full recall at 0.10;
+    a row that is 一级 by argmax counts as flagged whatever the threshold (the served rule)."""
+    from triage_model.decision import fit_recall_threshold, recall_at
+
+    p_critical = np.array([0.9, 0.6, 0.3, 0.1, 0.2, 0.05])
+    probs = np.stack([p_critical, 1 - p_critical, np.zeros_like(p_critical)], axis=1)
+    gold = np.array([0, 0, 0, 0, 1, 1])
+    assert fit_recall_threshold(probs, gold, 0, 0.75) == 0.3
+    assert fit_recall_threshold(probs, gold, 0, 0.5) == 0.5
+    assert fit_recall_threshold(probs, gold, 0, 1.0) == 0.1
+    assert recall_at(probs, gold, 0, 0.3) == (0.75, 1.0)
+    assert recall_at(probs, gold, 0, 0.95)[0] == 0.5  # 0.9 and 0.6 are the argmax: flagged anyway
+
+
+def test_triage_blend_can_match_the_critical_recall_of_the_model_it_replaces(served_model_dir, tmp_path):
+    """``--match-recall-of``: the blended model's dev 一级 recall is at least the reference's on the same rows,
+    and its threshold is never above the F2 fit (matching only buys recall)."""
+    from typer.testing import CliRunner
+
+    from tests.conftest import write_jsonl
+    from triage_cli.main import app
+    from triage_model.model_dir import METRICS_FILE, read_meta
+
+    data = load_labeled(LABELED)
+    rows = [r.model_dump(exclude_none=True) | {"split": s} for s, n in (("train", 400), ("dev", 200)) for r in data.split(s)[:n]]
+    write_jsonl(tmp_path / "data" / "complaints" / "rows.jsonl", rows)
+    model_dir = tmp_path / "model"
+    shutil.copytree(served_model_dir, model_dir)
+    args = ["blend", "--model", str(model_dir), "--data-dir", str(tmp_path / "data"), "--match-recall-of", str(served_model_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    matched = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))["blend"]["critical_recall_match"]
+    assert matched["dev_recall"] >= matched["reference_dev_recall"]
+    assert matched["f2_threshold"] is None or matched["threshold"] <= matched["f2_threshold"]
+    assert read_meta(model_dir).decision_thresholds["severity"]["一级"] == matched["threshold"]
+    assert "一级 threshold" in result.output
+
+
 def test_triage_blend_cli_reports_a_bad_model_dir(tmp_path):
     from typer.testing import CliRunner
 

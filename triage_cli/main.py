@@ -213,6 +213,15 @@ def blend(
         Path, typer.Option("--model", "-m", help="exported ONNX model directory (changed in place)", exists=True, file_okay=False)
     ],
     data_dir: DataDirOpt = Path("labeled_data"),
+    match_recall_of: Annotated[
+        Path | None,
+        typer.Option(
+            "--match-recall-of",
+            help="a model this one replaces (a student's teacher): lower the 一级 threshold until the dev recall reaches that model's",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Blend a character n-gram scorer into an exported model: fit it on the train split, choose each head's
     weight and the 一级 threshold on dev, write ngram.npz. Serving stays numpy + onnxruntime."""
@@ -220,7 +229,7 @@ def blend(
     from triage_model.model_dir import ModelLoadError
 
     try:
-        summary = blend_model_dir(model, data_dir)
+        summary = blend_model_dir(model, data_dir, match_recall_of=match_recall_of)
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     dev = summary["dev"]
@@ -229,6 +238,12 @@ def blend(
         typer.echo(
             f"  {head:9s} dev macro-F1  encoder {dev['encoder'][head]['macro_f1']:.3f} · n-gram {dev['ngram'][head]['macro_f1']:.3f}"
             f" · blend {dev['blend'][head]['macro_f1']:.3f}"
+        )
+    matched = summary.get("critical_recall_match")
+    if matched:
+        typer.echo(
+            f"一级 threshold {matched['threshold']:.2f}: dev recall {matched['dev_recall']:.3f} (precision {matched['dev_precision']:.3f})"
+            f" against {matched['reference_dev_recall']:.3f} of {matched['reference']}"
         )
     typer.echo(f"next: triage evaluate --model {model}  (the test split, as served)")
 

@@ -55,3 +55,27 @@ def fit_fbeta_threshold(probs: np.ndarray, gold: np.ndarray, label_idx: int, bet
         if f > best_f + 1e-9:
             best_t, best_f = float(threshold), f
     return best_t
+
+
+def recall_at(probs: np.ndarray, gold: np.ndarray, label_idx: int, threshold: float) -> tuple[float, float]:
+    """(recall, precision) of ``label_idx`` under the served rule (``decide``): flagged when its probability
+    reaches ``threshold`` or it is the argmax."""
+    is_pos = gold == label_idx
+    flagged = (probs[:, label_idx] >= threshold) | (probs.argmax(axis=-1) == label_idx)
+    tp = float((flagged & is_pos).sum())
+    return (tp / is_pos.sum() if is_pos.any() else 0.0), (tp / flagged.sum() if flagged.any() else 0.0)
+
+
+def fit_recall_threshold(probs: np.ndarray, gold: np.ndarray, label_idx: int, min_recall: float) -> float:
+    """The highest threshold in [0.05, 0.5] whose dev recall of ``label_idx`` reaches ``min_recall``.
+
+    Why a second rule beside F2: a student that replaces a teacher must not miss more 一级 complaints
+    than the teacher did, so its operating point is matched to the teacher's dev recall (a relative
+    target, measured on the same ~220 dev rows, not the absolute 95 % that collapsed precision on
+    ~50 rows). The highest such threshold keeps as much precision as that recall allows; 0.05 when
+    no threshold reaches it.
+    """
+    for threshold in np.round(np.arange(0.5, 0.04, -0.01), 2):
+        if recall_at(probs, gold, label_idx, float(threshold))[0] >= min_recall - 1e-9:
+            return float(threshold)
+    return 0.05
