@@ -41,6 +41,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process ``pid`` has used so far (``/proc/<pid>/stat``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def local_server(model: Path | None = None, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """``(base URL, server pid)`` of the API started as its own uvicorn process on a free loopback

@@ -9,7 +9,9 @@ For each model, on the same machine and texts (test-split complaints, median ~50
   batch 32, complaints/s, and the encoder's share of the fp32 matmul limit measured in this run;
 * **HTTP, 1 client** — p50 / p99 of single ``POST /v1/triage`` requests, one at a time;
 * **HTTP, 32 clients** — single-complaint requests from 32 concurrent clients: complaints/s as a share of
-  the bulk rate of the same texts (what dynamic batching recovers), p50 / p99;
+  the bulk rate of the same texts (what dynamic batching recovers), p50 / p99; once from the Python
+  client (httpx, what a Python intake system costs) and, where the ``wrk`` binary is installed, once from
+  wrk (a C client that leaves the 2 cores to the server), with the server's CPU-ms per complaint;
 * **RSS** — the server's resident memory after ≥ 1,000 requests, the last of them the mixed 20–400-
   character load.
 
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from eval.bench.bulk_bench import encoder_macs, rate
 from eval.bench.common import machine, machine_line, write_results
-from eval.bench.http_bench import DEEP_QUEUE, load, local_server, rss_mb
+from eval.bench.http_bench import DEEP_QUEUE, cpu_seconds, load, local_server, rss_mb
+from eval.bench.wrk_load import wrk_available, wrk_load
 from triage_model.escalation import default_scorer
 from triage_model.labeled_data import load_labeled
 from triage_model.pipeline import triage_texts
@@ -60,20 +63,39 @@ def bulk_figures(model_dir: Path, texts: list[str], threads: int, seconds: float
     return figures  # the predictor and its session go with this frame, before the server starts
 
 
-def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int) -> dict:
+def wrk_figures(base: str, pid: int, texts: list[str], seconds: float) -> dict:
+    """32 wrk connections for ``seconds``, and the server's CPU time per complaint over the same run."""
+    if not wrk_available() or seconds <= 0:
+        return {}
+    before = cpu_seconds(pid)
+    run = wrk_load(base, 32, seconds, texts)
+    spent = cpu_seconds(pid) - before
+    return {
+        "wrk32_per_s": run["complaints_per_s"],
+        "wrk32_p50_ms": run["p50"],
+        "wrk32_p99_ms": run["p99"],
+        "wrk32_errors": run["error_rate"],
+        "wrk32_requests": run["requests"],
+        "wrk32_server_cpu_ms": round(1000 * spent / max(run["requests"], 1), 2),
+    }
+
+
+def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int, wrk_seconds: float) -> dict:
     with local_server(model_dir, DEEP_QUEUE) as (base, pid):
         asyncio.run(load(base, 1, 20, texts=texts))  # warm-up
         one = asyncio.run(load(base, 1, single, texts=texts))
         c32 = asyncio.run(load(base, 32, concurrent, texts=texts))
+        wrk = wrk_figures(base, pid, texts, wrk_seconds)
         asyncio.run(load(base, 8, mixed))
         return {
+            **wrk,
             "single_p50_ms": one["p50"],
             "single_p99_ms": one["p99"],
             "c32_per_s": c32["complaints_per_s"],
             "c32_p50_ms": c32["p50"],
             "c32_p99_ms": c32["p99"],
             "errors": one["error_rate"] + c32["error_rate"],
-            "requests": 20 + single + concurrent + mixed,
+            "requests": 20 + single + concurrent + mixed + wrk.get("wrk32_requests", 0),
             "rss_mb": rss_mb(pid),
         }
 
@@ -92,6 +114,10 @@ def formatted(r: dict) -> dict[str, str]:
         "c32_lat": f"{r['c32_p50_ms']} / {r['c32_p99_ms']}",
         "rss": str(r["rss_mb"]),
         "version": r["version"],
+        "wrk32": str(r.get("wrk32_per_s", "–")),
+        "wrk32_share": f"{r['wrk32_per_s'] / r['bulk_per_s']:.0%}" if "wrk32_per_s" in r else "–",
+        "wrk32_lat": f"{r['wrk32_p50_ms']} / {r['wrk32_p99_ms']}" if "wrk32_per_s" in r else "–",
+        "wrk32_cpu": str(r.get("wrk32_server_cpu_ms", "–")),
     }
 
 
@@ -107,6 +133,10 @@ def table(info: dict, labels: list[str], rows: list[dict]) -> str:
         ("HTTP 32 clients: complaints/s", "c32", ""),
         ("HTTP 32 clients: share of bulk", "c32_share", TARGETS["c32_share_of_bulk"]),
         ("HTTP 32 clients: p50 / p99 ms", "c32_lat", f"p99 {TARGETS['c32_p99_ms']}"),
+        ("HTTP 32 wrk connections (C client): complaints/s", "wrk32", ""),
+        ("HTTP 32 wrk connections: share of bulk", "wrk32_share", TARGETS["c32_share_of_bulk"]),
+        ("HTTP 32 wrk connections: p50 / p99 ms", "wrk32_lat", f"p99 {TARGETS['c32_p99_ms']}"),
+        ("server CPU-ms per complaint under 32 wrk connections", "wrk32_cpu", ""),
         (f"server RSS after {rows[0]['requests']} requests, MB", "rss", TARGETS["rss_mb"]),
         ("model version", "version", ""),
     ]
@@ -126,6 +156,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="one-at-a-time requests")
     parser.add_argument("--concurrent", type=int, default=640, help="requests shared by the 32 clients")
     parser.add_argument("--mixed", type=int, default=200, help="mixed-length requests before reading RSS")
+    parser.add_argument("--wrk-seconds", type=float, default=8.0, help="32 wrk connections this long (0 or no wrk binary: skipped)")
     args = parser.parse_args()
     labels = args.label or [m.name for m in args.model]
     if len(labels) != len(args.model):
@@ -136,7 +167,7 @@ def main() -> None:
     rows = []
     for label, model_dir in zip(labels, args.model, strict=True):
         row = {"label": label, **bulk_figures(model_dir, texts, args.threads, args.seconds, float(info["fp32_matmul_gmacs"]))}
-        row |= http_figures(model_dir, texts, args.single, args.concurrent, args.mixed)
+        row |= http_figures(model_dir, texts, args.single, args.concurrent, args.mixed, args.wrk_seconds)
         rows.append(row)
         print(row, flush=True)
     text = table(info, labels, rows)
