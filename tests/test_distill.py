@@ -50,6 +50,27 @@ def test_the_student_keeps_every_kth_layer_ending_at_the_top():
     assert head.startswith("一") and tail.endswith("二") and len(head) == len(tail) == 60
 
 
+def test_recombined_texts_are_new_in_domain_texts_made_from_train_rows_only():
+    pytest.importorskip("torch")
+    from training.distill import clauses, recombined_texts
+    from triage_model.labeled_data import load_labeled
+
+    assert "".join(clauses("快递丢了。客服不理！我要投诉？还有")) == "快递丢了。客服不理！我要投诉？还有"
+    assert clauses("快递丢了。客服不理！") == ["快递丢了。", "客服不理！"]
+    data = load_labeled(LABELED)
+    train = data.split("train")[:300]
+    mixes = recombined_texts(train, 200, seed=7)
+    assert len(mixes) == 200 and len({m.text for m in mixes}) == 200
+    assert mixes == recombined_texts(train, 200, seed=7)  # reproducible: targets files are keyed by the texts
+    assert {m.source.split(":")[1] for m in mixes} == {"crop", "drop", "pair"}
+    train_ids = {r.id for r in train}
+    for m in mixes:
+        assert m.gold is None and m.text not in {r.text for r in train}
+        assert set(m.source.split(":", 2)[2].split("+")) <= train_ids
+    held_out = {r.text for r in [*data.split("dev"), *data.split("test")]}
+    assert not any(m.text in held_out for m in mixes)
+
+
 @pytest.mark.slow
 def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder):
     from training.config import DistillConfig

