@@ -135,11 +135,17 @@ def distill_targets(
         Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
     ] = Path("training/configs/distill.yaml"),
     baseline_weight: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="weight of the n-gram baseline in the ensemble (0: teachers only)")
-    ] = 0.5,
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="weight of the n-gram baseline in the soft labels (default 0: teachers only — a student that learns the n-gram's "
+            "mistakes gains nothing from the n-gram blend it is served with)",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Soft labels for `triage distill --targets-file`: the teachers' calibrated probabilities averaged, mixed with
-    the char n-gram baseline (trained on the same train split) — an ensemble teacher that serves nothing itself."""
+    """Soft labels for `triage distill --targets-file`: the teachers' calibrated probabilities averaged, optionally
+    mixed with the char n-gram baseline (trained on the same train split) — an ensemble teacher that serves nothing itself."""
     from eval.baselines import fit_baseline
     from eval.ensemble import ensemble_targets
     from training.distill import distill_texts
