@@ -42,20 +42,32 @@ SINGLE_EXAMPLES = {
 
 @dataclass
 class TriageDeps:
-    """What both triage routes need, resolved per request as one class dependency (FastAPI reads the
-    ``Annotated[..., Depends]`` parameters of the generated ``__init__``), so the two routes cannot drift apart."""
+    """What both triage routes need, resolved per request by one dependency (:func:`triage_deps`), so the
+    two routes cannot drift apart."""
 
-    predictor: Annotated[TriagePredictor, Depends(get_predictor)]
-    settings: Annotated[Settings, Depends(get_settings)]
-    scorer: Annotated[EscalationScorer, Depends(get_scorer)]
-    monitor: Annotated[VolumeMonitor, Depends(get_monitor)]
-    gate: Annotated[InferenceGate, Depends(get_gate)]
-    batcher: Annotated[MicroBatcher | None, Depends(get_batcher)]
+    predictor: TriagePredictor
+    settings: Settings
+    scorer: EscalationScorer
+    monitor: VolumeMonitor
+    gate: InferenceGate
+    batcher: MicroBatcher | None
 
     async def triage(self, items: list[TriageRequest], request: Request) -> list[TriageResult]:
         """Score ``items`` through the service (gate, dynamic batching, escalation), stopping if the client leaves."""
         waiter = disconnect_waiter(request.receive)
         return await triage_items(items, self.predictor, self.gate, self.settings, self.scorer, self.monitor, waiter, self.batcher)
+
+
+async def triage_deps(
+    predictor: Annotated[TriagePredictor, Depends(get_predictor)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    scorer: Annotated[EscalationScorer, Depends(get_scorer)],
+    monitor: Annotated[VolumeMonitor, Depends(get_monitor)],
+    gate: Annotated[InferenceGate, Depends(get_gate)],
+    batcher: Annotated[MicroBatcher | None, Depends(get_batcher)],
+) -> TriageDeps:
+    """A coroutine, not the class itself as the dependency: FastAPI would build a class in the thread pool."""
+    return TriageDeps(predictor, settings, scorer, monitor, gate, batcher)
 
 
 async def batch_size_first(request: Request, settings: Settings = Depends(get_settings)) -> None:
@@ -75,7 +87,7 @@ async def batch_size_first(request: Request, settings: Settings = Depends(get_se
 async def triage_one(
     request: Request,
     body: TriageRequest = Body(openapi_examples=SINGLE_EXAMPLES),
-    deps: TriageDeps = Depends(),
+    deps: TriageDeps = Depends(triage_deps),
 ) -> TriageResponse:
     [result] = await deps.triage([body], request)
     log_triage(request, [body.text], [result])  # opt-in request log, so a correction may name only the request id
@@ -95,7 +107,7 @@ async def triage_batch(
             "two": {"summary": "two complaints", "value": {"items": [{"id": "T-1", **EXAMPLE_CALM}, {"id": "T-2", **EXAMPLE_FRAUD}]}}
         }
     ),
-    deps: TriageDeps = Depends(),
+    deps: TriageDeps = Depends(triage_deps),
 ) -> BatchResponse:
     results = await deps.triage(body.items, request)
     echoed = [BatchItemResult(**res.model_dump(), id=item.id) for res, item in zip(results, body.items, strict=True)]
