@@ -23,12 +23,12 @@ import numpy as np
 from eval.baselines import NgramBaseline
 from triage_model.calibration import fit_temperature
 from triage_model.decision import fit_fbeta_threshold, fit_recall_threshold, recall_at, softmax
-from triage_model.labeled_data import load_labeled
+from triage_model.labeled_data import gold_ids, load_labeled
 from triage_model.metrics import head_metrics
 from triage_model.model_dir import CARD_FILE, METRICS_FILE, read_metrics, write_meta
 from triage_model.ngram import NGRAM_FILE, CharNgramScorer, NgramHead, blend, write_ngram_scorer
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import CRITICAL_SEVERITY, HEADS, TRIGGER_HEAD, label_to_id
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, TRIGGER_HEAD
 
 
 def ensemble_targets(
@@ -192,7 +192,7 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall
     texts = [r.text for r in dev]
     encoder = predictor.encoder_proba(texts)
     ngram = scorer.predict_proba([predictor.prepare(t).text for t in texts])
-    gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in dev]) for h in HEADS}
+    gold = gold_ids(dev)
     meta = predictor.meta
     beta = meta.train_config.get("critical_threshold_beta", 2.0)
     weights, temperatures, thresholds, curves = choose_blend(encoder, ngram, gold, beta)

@@ -8,10 +8,10 @@ import numpy as np
 
 from eval.baselines import NgramBaseline, baseline_summary, side_by_side
 from eval.escalation_eval import evaluate_escalation
-from triage_model.labeled_data import ESCALATION_SET_IN_DATA, LabeledRow, load_labeled
+from triage_model.labeled_data import ESCALATION_SET_IN_DATA, LabeledRow, gold_ids, load_labeled
 from triage_model.metrics import head_metrics, multilabel_metrics
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.schema import HEADS, TEXT_TRIGGERS, TRIGGER_HEAD
 from triage_model.trigger_decisions import decide_rows
 
 
@@ -41,7 +41,8 @@ def evaluate_split(
     rows = split_rows(data_dir, split)
     probs = predict_rows(predictor, rows)
     thresholds = predictor.meta.decision_thresholds
-    heads = {h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h)) for h in HEADS}
+    gold = gold_ids(rows)
+    heads = {h: head_metrics(probs[h], gold[h], HEADS[h], thresholds.get(h)) for h in HEADS}
     if TRIGGER_HEAD in probs:
         decisions = decide_rows(probs[TRIGGER_HEAD], rows, predictor.meta.trigger_thresholds)
         heads[TRIGGER_HEAD] = multilabel_metrics(decisions.probs, decisions.gold, TEXT_TRIGGERS)

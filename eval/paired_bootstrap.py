@@ -22,9 +22,9 @@ from sklearn.metrics import f1_score
 
 from eval.evaluate import predict_rows, split_rows
 from triage_model.decision import decide
-from triage_model.labeled_data import LabeledRow
+from triage_model.labeled_data import LabeledRow, gold_ids
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import CRITICAL_SEVERITY, HEADS, label_to_id
+from triage_model.schema import CRITICAL_SEVERITY, HEADS
 
 
 def served_predictions(model_dir: Path, rows: Sequence[LabeledRow]) -> dict[str, np.ndarray]:
@@ -82,7 +82,7 @@ def main() -> None:
     if len(args.model) != 2:
         parser.error("give --model twice: the reference, then the candidate")
     rows = split_rows(args.data_dir, args.split)
-    gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in rows]) for h in HEADS}
+    gold = gold_ids(rows)
     pred_a, pred_b = (served_predictions(m, rows) for m in args.model)
     result = paired_bootstrap(gold, pred_a, pred_b, args.n, args.seed)
     print(f"A = {args.model[0]}, B = {args.model[1]}, {args.split} split, {len(rows)} rows, {args.n} paired resamples")

@@ -29,11 +29,11 @@ import numpy as np
 from eval.baselines import NgramBaseline, baseline_summary, side_by_side
 from eval.evaluate import predict_rows
 from triage_model.decision import decide
-from triage_model.labeled_data import LabeledRow, load_labeled, load_labeled_files
+from triage_model.labeled_data import LabeledRow, gold_ids, load_labeled, load_labeled_files
 from triage_model.metrics import head_metrics, reliability_bins
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import CRITICAL_SEVERITY, HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, TEXT_TRIGGERS, TRIGGER_HEAD
 from triage_model.trigger_decisions import decide_rows
 
 HTML_FILE = "report.html"
@@ -95,7 +95,7 @@ def load_rows(data: Path, split: str | None = None) -> tuple[list[LabeledRow], s
 def score_rows(model_dir: Path | None, rows: list[LabeledRow]) -> Scored:
     predictor = TriagePredictor.from_pretrained(model_dir)
     probs = predict_rows(predictor, rows)
-    gold = {h: np.array([label_to_id(h, getattr(r, h)) for r in rows], dtype=int) for h in HEADS}
+    gold = gold_ids(rows)
     meta = predictor.meta
     return Scored(rows, probs, gold, predictor.version, predictor.model_dir, meta.trigger_thresholds, meta.decision_thresholds)
 

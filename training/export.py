@@ -226,16 +226,15 @@ MAX_SHIPPED_MB = 60.0
 
 
 def _dev_macro_f1(model_dir: Path, onnx_file: str, rows: list) -> dict[str, float]:
+    from triage_model.labeled_data import gold_ids
     from triage_model.metrics import head_metrics
     from triage_model.predictor import TriagePredictor
-    from triage_model.schema import label_to_id
 
     predictor = TriagePredictor.from_pretrained(model_dir, onnx_file=onnx_file)
     probs = predictor.predict_proba([r.text for r in rows])
     thresholds = predictor.meta.decision_thresholds
-    return {
-        h: head_metrics(probs[h], [label_to_id(h, getattr(r, h)) for r in rows], HEADS[h], thresholds.get(h))["macro_f1"] for h in HEADS
-    }
+    gold = gold_ids(rows)
+    return {h: head_metrics(probs[h], gold[h], HEADS[h], thresholds.get(h))["macro_f1"] for h in HEADS}
 
 
 def _texts_per_s(model_dir: Path, onnx_file: str, texts: list[str], seconds: float = 3.0) -> float:

@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+THRESHOLD_GRID: np.ndarray = np.round(np.arange(0.5, 0.04, -0.01), 2)
+"""Operating thresholds the dev fits try, highest first: 0.50, 0.49, … 0.05."""
+
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Temperature-scaled softmax over the last axis (numerically stable)."""
@@ -46,7 +49,7 @@ def fit_fbeta_threshold(probs: np.ndarray, gold: np.ndarray, label_idx: int, bet
     if not is_pos.any():
         return 0.5
     best_t, best_f = 0.5, -1.0
-    for threshold in np.round(np.arange(0.5, 0.04, -0.01), 2):
+    for threshold in THRESHOLD_GRID:
         flagged = probs[:, label_idx] >= threshold
         tp = float((flagged & is_pos).sum())
         precision = tp / flagged.sum() if flagged.any() else 0.0
@@ -61,7 +64,7 @@ def recall_at(probs: np.ndarray, gold: np.ndarray, label_idx: int, threshold: fl
     """(recall, precision) of ``label_idx`` under the served rule (``decide``): flagged when its probability
     reaches ``threshold`` or it is the argmax."""
     is_pos = gold == label_idx
-    flagged = (probs[:, label_idx] >= threshold) | (probs.argmax(axis=-1) == label_idx)
+    flagged = decide(probs, range(probs.shape[-1]), {label_idx: threshold}) == label_idx
     tp = float((flagged & is_pos).sum())
     return (tp / is_pos.sum() if is_pos.any() else 0.0), (tp / flagged.sum() if flagged.any() else 0.0)
 
@@ -75,7 +78,7 @@ def fit_recall_threshold(probs: np.ndarray, gold: np.ndarray, label_idx: int, mi
     ~50 rows). The highest such threshold keeps as much precision as that recall allows; 0.05 when
     no threshold reaches it.
     """
-    for threshold in np.round(np.arange(0.5, 0.04, -0.01), 2):
+    for threshold in THRESHOLD_GRID:
         if recall_at(probs, gold, label_idx, float(threshold))[0] >= min_recall - 1e-9:
             return float(threshold)
     return 0.05

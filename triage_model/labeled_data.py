@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from triage_model.io import read_jsonl
 from triage_model.normalize import normalize_text
-from triage_model.schema import ALL_TRIGGERS, HEADS, TEXT_TRIGGERS, TIERS
+from triage_model.schema import ALL_TRIGGERS, HEADS, TEXT_TRIGGERS, TIERS, label_to_id
 
 Split = Literal["train", "dev", "test"]
 SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
@@ -116,6 +117,12 @@ def _one_of(value: str, allowed: Iterable[str], what: str) -> str:
 def trigger_targets(triggers: list[str]) -> list[float]:
     """The trigger head's multi-hot target, in ``TEXT_TRIGGERS`` order."""
     return [1.0 if t in triggers else 0.0 for t in TEXT_TRIGGERS]
+
+
+def gold_ids(rows: Iterable[LabeledRow]) -> dict[str, np.ndarray]:
+    """Per head the rows' gold label ids (schema order), as the metrics and threshold fits read them."""
+    rows = list(rows)
+    return {h: np.array([label_to_id(h, getattr(r, h)) for r in rows], dtype=int) for h in HEADS}
 
 
 def split_for_id(row_id: str) -> str:
