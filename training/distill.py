@@ -124,8 +124,10 @@ def recombined_texts(rows: Sequence[LabeledRow], n: int, seed: int) -> list[Dist
     pool = [r for r in rows if r.text.strip()]
     seen: set[str] = {r.text for r in pool}
     out: list[DistillText] = []
+    if not pool:
+        return out
     for attempt in range(20 * n):
-        if len(out) >= n or not pool:
+        if len(out) >= n:
             break
         row = rng.choice(pool)
         parts = clauses(row.text)
