@@ -202,6 +202,18 @@ def test_recall_threshold_is_the_highest_that_reaches_the_reference_recall():
     assert recall_at(probs, gold, 0, 0.95)[0] == 0.5  # 0.9 and 0.6 are the argmax: flagged anyway
 
 
+def test_f2_threshold_scores_the_served_rule_not_the_bare_probability():
+    """Two 一级 rows are already the argmax at 0.45: under the served rule every threshold up to 0.50 catches
+    them with full precision, so the fit keeps the highest (0.50). Counting only ``p >= t`` would have scored
+    0.50 as catching nothing and lowered the threshold to 0.45 for no gain."""
+    from triage_model.decision import fit_fbeta_threshold
+
+    probs = np.array([[0.45, 0.30, 0.25], [0.45, 0.35, 0.20], [0.44, 0.56, 0.0], [0.40, 0.60, 0.0]])
+    gold = np.array([0, 0, 1, 1])
+    assert fit_fbeta_threshold(probs, gold, 0) == 0.5
+    assert fit_fbeta_threshold(probs, np.array([1, 1, 1, 1]), 0) == 0.5  # no 一级 rows: no override
+
+
 def test_triage_blend_can_match_the_critical_recall_of_the_model_it_replaces(served_model_dir, tmp_path):
     """``--match-recall-of``: the blended model's dev 一级 recall is at least the reference's on the same rows,
     and its threshold is never above the F2 fit (matching only buys recall)."""

@@ -44,16 +44,14 @@ def fit_fbeta_threshold(probs: np.ndarray, gold: np.ndarray, label_idx: int, bet
     Why F2 and not "the threshold that reaches 95 % dev recall": with ~50 dev rows of 一级 the recall
     target forced the threshold to its floor, and precision fell to 0.4 — every second routine
     complaint became a 1-hour emergency. F2 keeps the recall bias without that collapse.
+    Precision and recall are those of the served rule (``recall_at``: the threshold or the argmax), so a
+    threshold above 1/3 is scored as the predictor would apply it.
     """
-    is_pos = gold == label_idx
-    if not is_pos.any():
+    if not (gold == label_idx).any():
         return 0.5
     best_t, best_f = 0.5, -1.0
     for threshold in THRESHOLD_GRID:
-        flagged = probs[:, label_idx] >= threshold
-        tp = float((flagged & is_pos).sum())
-        precision = tp / flagged.sum() if flagged.any() else 0.0
-        recall = tp / is_pos.sum()
+        recall, precision = recall_at(probs, gold, label_idx, float(threshold))
         f = (1 + beta**2) * precision * recall / (beta**2 * precision + recall) if precision + recall else 0.0
         if f > best_f + 1e-9:
             best_t, best_f = float(threshold), f
