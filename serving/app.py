@@ -275,6 +275,7 @@ def make_batcher(holder: ModelHolder, settings: Settings) -> MicroBatcher:
         max_wait_ms=settings.batch_max_wait_ms,
         max_queue=settings.batch_max_queued_texts,
         on_batch=observe_batch,
+        concurrent_runs=settings.batch_concurrent_runs,
     )
 
 

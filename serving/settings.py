@@ -8,6 +8,7 @@ carry. Tests and embedding code pass values directly: ``Settings(max_queue=8)``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KeyList = Annotated[list[str], NoDecode]
 """A comma-separated list in the environment (not JSON), a list in Python."""
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -74,6 +83,13 @@ class Settings(BaseSettings):
     batch_max_texts: int = Field(32, ge=1, description="dynamic batching: most texts per shared batch (a larger request runs alone)")
     batch_max_wait_ms: float = Field(
         0, ge=0, le=1000, description="dynamic batching: how long a lone waiting request waits for companions (0: runs at once)"
+    )
+    batch_concurrent_runs: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="dynamic batching: onnxruntime runs in flight at once, each in its own thread. With more than one, "
+        "threads defaults to cores // runs, so the runs share the cores instead of each claiming all of them",
     )
     batch_max_queued_texts: int = Field(
         512, ge=1, description="dynamic batching: texts waiting for a run; a request that would pass it gets 429 with Retry-After"
@@ -135,6 +151,8 @@ class Settings(BaseSettings):
             self.max_concurrent = self.batch_max_texts if self.dynamic_batching else 2
         if self.ort_allow_spinning is None and self.dynamic_batching:
             self.ort_allow_spinning = False
+        if self.threads is None and self.dynamic_batching and self.batch_concurrent_runs > 1:
+            self.threads = max(1, usable_cores() // self.batch_concurrent_runs)
         return self
 
     @classmethod

@@ -17,7 +17,7 @@ from serving.app import create_app
 from serving.gate import ClientGone, QueueFull
 from serving.model_holder import SPINNING
 from serving.service import batched_predict
-from serving.settings import Settings
+from serving.settings import Settings, usable_cores
 from triage_model.micro_batching import MicroBatcher
 
 ADMIN = {"X-API-Key": "admin-secret"}
@@ -70,6 +70,27 @@ def test_settings_defaults_size_the_gate_for_batching():
     assert Settings(batch_max_texts=8).max_concurrent == 8
     assert on.ort_allow_spinning is False and Settings(dynamic_batching=False).ort_allow_spinning is None  # None: onnxruntime's own
     assert Settings(ort_allow_spinning=True).ort_allow_spinning is True
+    assert on.batch_concurrent_runs == 1 and on.threads is None  # one run using every core
+    two = Settings(batch_concurrent_runs=2)
+    assert two.threads == max(1, usable_cores() // 2)  # two runs share the cores instead of each claiming all
+    assert Settings(batch_concurrent_runs=2, threads=3).threads == 3
+
+
+def test_two_concurrent_runs_give_every_request_its_single_request_answer(served_model_dir):
+    """``batch_concurrent_runs=2``: runs overlap in two threads of one session; no answer changes."""
+    app = create_app(Settings(model_dir=served_model_dir, batch_concurrent_runs=2, threads=1))
+
+    async def work(client):
+        assert app.state.batcher.concurrent_runs == 2
+        assert app.state.holder.predictor.session.get_session_options().intra_op_num_threads == 1
+        together = await asyncio.gather(*(post(client, t) for t in TEXTS))
+        alone = [await post(client, t) for t in TEXTS[:8]]
+        return together, alone
+
+    together, alone = asyncio.run(serve(app, work))
+    assert [r.status_code for r in together] == [200] * 32
+    for got, want in zip(together, alone, strict=False):
+        assert_same_answer(got.json(), want.json())
 
 
 def test_32_concurrent_requests_share_few_onnx_runs_and_get_the_single_request_answers(served_model_dir):

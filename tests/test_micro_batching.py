@@ -43,6 +43,45 @@ def test_concurrent_calls_are_batched_and_each_gets_its_own_results():
     assert max(fake.batches) <= 32 and stats.texts == 40
 
 
+class Overlap(SlowEcho):
+    """SlowEcho that also records how many runs were inside ``predict`` at the same moment."""
+
+    def __init__(self, delay: float = 0.1) -> None:
+        super().__init__(delay)
+        self.inside = self.most_inside = 0
+
+    def predict(self, texts, batch_size=32):
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            return super().predict(texts, batch_size)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_concurrent_runs_overlap_up_to_the_limit_and_results_stay_with_their_caller(runs):
+    """Calls arriving in three waves while runs compute: one slot never overlaps runs, two slots overlap two."""
+    fake = Overlap()
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake, max_batch=4, concurrent_runs=runs)
+        calls = []
+        for wave in range(3):
+            calls += [asyncio.ensure_future(batcher.predict([f"w{wave}-{i}"])) for i in range(6)]
+            await asyncio.sleep(0.02)
+        results = await asyncio.gather(*calls)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert results == [[f"result:w{w}-{i}"] for w in range(3) for i in range(6)]
+    assert fake.most_inside == runs
+    assert max(fake.batches) <= 4 and sum(fake.batches) == 18
+
+
 def test_a_lone_call_runs_at_once_without_waiting_for_companions():
     fake = SlowEcho(delay=0.0)
 

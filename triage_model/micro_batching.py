@@ -102,7 +102,8 @@ class BatchStats:
 
 
 class MicroBatcher:
-    """``await batcher.predict(texts)`` from any number of coroutines; one ONNX run at a time."""
+    """``await batcher.predict(texts)`` from any number of coroutines; one ONNX run at a time (or
+    ``concurrent_runs``)."""
 
     def __init__(
         self,
@@ -111,8 +112,16 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         max_queue: int = 512,
         on_batch: Callable[[int, float], None] | None = None,
+        concurrent_runs: int = 1,
     ) -> None:
-        """``on_batch(texts, seconds)`` is called on the event loop after each successful run (metrics)."""
+        """``on_batch(texts, seconds)`` is called on the event loop after each successful run (metrics).
+
+        ``concurrent_runs``: onnxruntime runs in flight at once, each in its own worker thread (onnxruntime's
+        ``run`` is thread-safe). One run using every core suits long batches; on few cores small batches
+        parallelise poorly inside one run, and two single-threaded runs side by side may keep both cores
+        busier — give the session ``cores // concurrent_runs`` intra-op threads."""
+        if concurrent_runs < 1:
+            raise ValueError("concurrent_runs must be at least 1")
         self.get_predictor = get_predictor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -126,7 +135,10 @@ class MicroBatcher:
         self._queued_texts = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-batch")
+        self._tasks: set[asyncio.Task] = set()
+        self.concurrent_runs = concurrent_runs
+        self._slots: asyncio.Semaphore | None = None
+        self._executor = ThreadPoolExecutor(max_workers=concurrent_runs, thread_name_prefix="onnx-batch")
 
     @property
     def queued_texts(self) -> int:
@@ -134,7 +146,7 @@ class MicroBatcher:
 
     def retry_after(self) -> int:
         """Whole seconds until the texts waiting now would have run, at the recent time per run."""
-        return max(1, math.ceil((self._queued_texts / self.max_batch + 1) * self._batch_s))
+        return max(1, math.ceil((self._queued_texts / self.max_batch / self.concurrent_runs + 1) * self._batch_s))
 
     async def predict(self, texts: Sequence[str]) -> list[TriageResult]:
         """Results for ``texts``, in order, from one run shared with whatever else is waiting. Cancelling
@@ -155,6 +167,7 @@ class MicroBatcher:
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
+            self._slots = asyncio.Semaphore(self.concurrent_runs)  # made with the worker, in the loop that serves
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     def _take_batch(self) -> list[_Pending]:
@@ -171,54 +184,66 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Take batches as run slots free up: with one slot, the next batch is whatever queued while the
+        previous run computed (batch-as-available); with more, up to ``concurrent_runs`` runs overlap."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                await self._slots.acquire()
                 if self.max_wait_s and len(self._queue) == 1 and len(self._queue[0].texts) < self.max_batch:
                     await asyncio.sleep(self.max_wait_s)  # a short window for companions
                 batch = self._take_batch()
                 if not batch:
+                    self._slots.release()
                     continue
-                texts = [t for item in batch for t in item.texts]
-                self._running = batch
-                start = time.perf_counter()
-                try:
-                    predictor = self.get_predictor()  # per batch: a hot reload applies from the next one
-                    groups = text_groups(predictor, texts, self.max_batch)
-                    results = await loop.run_in_executor(self._executor, predict_groups, predictor, texts, groups)
-                except Exception as err:  # hand the failure to every waiting caller, keep serving
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(err)
-                    continue
-                finally:
-                    self._running = []
-                elapsed = time.perf_counter() - start
-                self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
-                self.stats.batches += 1
-                self.stats.onnx_runs += len(groups)
-                self.stats.texts += len(texts)
-                self.stats.largest = max(self.stats.largest, len(texts))
-                self.stats.busy_s += elapsed
-                if self.on_batch is not None:
-                    with contextlib.suppress(Exception):  # metrics never fail a batch
-                        self.on_batch(len(texts), elapsed)
-                start = 0
-                for item in batch:
-                    part = results[start : start + len(item.texts)]
-                    start += len(item.texts)
-                    if not item.future.done():
-                        item.future.set_result(part)
+                task = asyncio.get_running_loop().create_task(self._execute(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        """One onnxruntime run (one or more length groups) for ``batch``; hands each call its results or
+        the run's exception, and frees the run slot."""
+        texts = [t for item in batch for t in item.texts]
+        self._running.extend(batch)
+        start = time.perf_counter()
+        try:
+            predictor = self.get_predictor()  # per batch: a hot reload applies from the next one
+            groups = text_groups(predictor, texts, self.max_batch)
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, predict_groups, predictor, texts, groups)
+        except Exception as err:  # hand the failure to every waiting caller, keep serving
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            return
+        finally:
+            self._running = [item for item in self._running if item not in batch]
+            self._slots.release()
+        elapsed = time.perf_counter() - start
+        self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
+        self.stats.batches += 1
+        self.stats.onnx_runs += len(groups)
+        self.stats.texts += len(texts)
+        self.stats.largest = max(self.stats.largest, len(texts))
+        self.stats.busy_s += elapsed
+        if self.on_batch is not None:
+            with contextlib.suppress(Exception):  # metrics never fail a batch
+                self.on_batch(len(texts), elapsed)
+        start = 0
+        for item in batch:
+            part = results[start : start + len(item.texts)]
+            start += len(item.texts)
+            if not item.future.done():
+                item.future.set_result(part)
 
     async def close(self) -> None:
         """Stop the worker; calls still waiting (or in the run cut short) fail with ``BatcherClosed``."""
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        for task in [self._worker, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for item in [*self._running, *self._queue]:
             if not item.future.done():
                 item.future.set_exception(BatcherClosed("the batcher was closed before this call ran"))
