@@ -80,8 +80,9 @@ def wrk_figures(base: str, pid: int, texts: list[str], seconds: float) -> dict:
     }
 
 
-def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int, wrk_seconds: float) -> dict:
-    with local_server(model_dir, DEEP_QUEUE) as (base, pid):
+def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int, wrk_seconds: float, runs: int = 1) -> dict:
+    """The HTTP figures of one server; ``runs``: its dynamic batcher's concurrent onnxruntime runs."""
+    with local_server(model_dir, DEEP_QUEUE | {"TRIAGE_BATCH_CONCURRENT_RUNS": str(runs)}) as (base, pid):
         asyncio.run(load(base, 1, 20, texts=texts))  # warm-up
         one = asyncio.run(load(base, 1, single, texts=texts))
         c32 = asyncio.run(load(base, 32, concurrent, texts=texts))
@@ -89,6 +90,7 @@ def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int
         asyncio.run(load(base, 8, mixed))
         return {
             **wrk,
+            "concurrent_runs": runs,
             "single_p50_ms": one["p50"],
             "single_p99_ms": one["p99"],
             "c32_per_s": c32["complaints_per_s"],
@@ -114,6 +116,7 @@ def formatted(r: dict) -> dict[str, str]:
         "c32_lat": f"{r['c32_p50_ms']} / {r['c32_p99_ms']}",
         "rss": str(r["rss_mb"]),
         "version": r["version"],
+        "runs": str(r.get("concurrent_runs", 1)),
         "wrk32": str(r.get("wrk32_per_s", "–")),
         "wrk32_share": f"{r['wrk32_per_s'] / r['bulk_per_s']:.0%}" if "wrk32_per_s" in r else "–",
         "wrk32_lat": f"{r['wrk32_p50_ms']} / {r['wrk32_p99_ms']}" if "wrk32_per_s" in r else "–",
@@ -129,6 +132,7 @@ def table(info: dict, labels: list[str], rows: list[dict]) -> str:
         ("bulk: model complaints/s", "model", ""),
         ("bulk: `triage predict` complaints/s", "bulk", TARGETS["bulk_per_s"]),
         ("bulk: share of fp32 matmul limit", "share", "≥ 70 %"),
+        ("server: concurrent onnxruntime runs (threads = cores // runs)", "runs", ""),
         ("HTTP 1 client: p50 / p99 ms", "single", f"p50 {TARGETS['single_p50_ms']}"),
         ("HTTP 32 clients: complaints/s", "c32", ""),
         ("HTTP 32 clients: share of bulk", "c32_share", TARGETS["c32_share_of_bulk"]),
@@ -156,18 +160,24 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="one-at-a-time requests")
     parser.add_argument("--concurrent", type=int, default=640, help="requests shared by the 32 clients")
     parser.add_argument("--mixed", type=int, default=200, help="mixed-length requests before reading RSS")
+    parser.add_argument(
+        "--concurrent-runs", type=int, action="append", default=None, help="TRIAGE_BATCH_CONCURRENT_RUNS per --model (default 1)"
+    )
     parser.add_argument("--wrk-seconds", type=float, default=8.0, help="32 wrk connections this long (0 or no wrk binary: skipped)")
     args = parser.parse_args()
     labels = args.label or [m.name for m in args.model]
     if len(labels) != len(args.model):
         parser.error("give one --label per --model, or none")
+    runs = args.concurrent_runs or [1] * len(args.model)
+    if len(runs) != len(args.model):
+        parser.error("give one --concurrent-runs per --model, or none")
 
     texts = [r.text for r in load_labeled(args.data_dir).split("test")][: args.limit]
     info = machine()
     rows = []
-    for label, model_dir in zip(labels, args.model, strict=True):
+    for label, model_dir, n_runs in zip(labels, args.model, runs, strict=True):
         row = {"label": label, **bulk_figures(model_dir, texts, args.threads, args.seconds, float(info["fp32_matmul_gmacs"]))}
-        row |= http_figures(model_dir, texts, args.single, args.concurrent, args.mixed, args.wrk_seconds)
+        row |= http_figures(model_dir, texts, args.single, args.concurrent, args.mixed, args.wrk_seconds, n_runs)
         rows.append(row)
         print(row, flush=True)
     text = table(info, labels, rows)
