@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from triage_model.micro_batching import BatcherOverloaded, MicroBatcher, length_groups
+from triage_model.micro_batching import BatcherClosed, BatcherOverloaded, MicroBatcher, length_groups
 from triage_model.predictor import TriagePredictor
 
 
@@ -176,3 +176,18 @@ def test_a_batch_reaches_the_model_as_length_groups_and_results_come_back_in_ord
 
     assert asyncio.run(main()) == [f"result:{t}" for t in texts]
     assert sorted(fake.batches) == [1, 2, 2]  # 20+21 chars, 60, 300+400 (both over the 128 cap)
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_closing_fails_the_calls_in_a_run_and_in_the_queue_instead_of_leaving_them_hanging(runs):
+    fake = SlowEcho(delay=0.3)
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake, max_batch=1, concurrent_runs=runs)
+        calls = [asyncio.ensure_future(batcher.predict([f"t{i}"])) for i in range(4)]
+        await asyncio.sleep(0.05)  # the first run(s) started, the rest queue
+        await batcher.close()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 2)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, BatcherClosed) for o in outcomes), outcomes

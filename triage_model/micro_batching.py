@@ -239,13 +239,14 @@ class MicroBatcher:
     async def close(self) -> None:
         """Stop the worker; calls still waiting (or in the run cut short) fail with ``BatcherClosed``."""
         self._closed = True
+        unanswered = [*self._running, *self._queue]  # before the cancelled runs forget their batches
         for task in [self._worker, *self._tasks]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for item in [*self._running, *self._queue]:
+        for item in unanswered:
             if not item.future.done():
-                item.future.set_exception(BatcherClosed("the batcher was closed before this call ran"))
+                item.future.set_exception(BatcherClosed("the batcher was closed before this call's run finished"))
         self._running, self._queue, self._queued_texts = [], [], 0
         self._executor.shutdown(wait=False, cancel_futures=True)
