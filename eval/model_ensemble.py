@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from eval.evaluate import predict_rows, split_rows
-from triage_model.decision import decide, fit_fbeta_threshold, recall_at
+from triage_model.decision import fit_fbeta_threshold
 from triage_model.labeled_data import gold_ids
+from triage_model.metrics import head_metrics
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import CRITICAL_SEVERITY, HEADS
 
@@ -29,16 +29,17 @@ CRITICAL = HEADS["severity"].index(CRITICAL_SEVERITY)
 
 
 def figures(probs: dict[str, np.ndarray], gold: dict[str, np.ndarray], critical_threshold: float | None) -> dict[str, float]:
-    """Macro-F1 per head, severity accuracy and 一级 recall / precision under the served decision rule."""
+    """Macro-F1 per head, severity accuracy and 一级 recall / precision under the served decision rule, computed
+    as ``triage evaluate`` computes them (``head_metrics``)."""
     out: dict[str, float] = {}
     for head, labels in HEADS.items():
         thresholds = {CRITICAL_SEVERITY: critical_threshold} if head == "severity" and critical_threshold is not None else None
-        pred = decide(probs[head], labels, thresholds)
-        out[f"{head}_macro_f1"] = round(float(f1_score(gold[head], pred, labels=range(len(labels)), average="macro", zero_division=0)), 4)
+        metrics = head_metrics(probs[head], gold[head], labels, thresholds)
+        out[f"{head}_macro_f1"] = round(metrics["macro_f1"], 4)
         if head == "severity":
-            out["severity_accuracy"] = round(float((pred == gold[head]).mean()), 4)
-            recall, precision = recall_at(probs[head], gold[head], CRITICAL, critical_threshold if critical_threshold is not None else 1.01)
-            out["critical_recall"], out["critical_precision"] = round(recall, 4), round(precision, 4)
+            critical = metrics["per_class"][CRITICAL_SEVERITY]
+            out["severity_accuracy"] = round(metrics["accuracy"], 4)
+            out["critical_recall"], out["critical_precision"] = round(critical["recall"], 4), round(critical["precision"], 4)
     return out
 
 

@@ -130,7 +130,7 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._batch_s = 0.05  # moving average of one run's seconds (for Retry-After)
         self._closed = False
-        self._running: list[_Pending] = []
+        self._running: list[list[_Pending]] = []  # the batches of the runs in flight
         self._queue: list[_Pending] = []
         self._queued_texts = 0
         self._wakeup: asyncio.Event | None = None
@@ -205,7 +205,7 @@ class MicroBatcher:
         """One onnxruntime run (one or more length groups) for ``batch``; hands each call its results or
         the run's exception, and frees the run slot."""
         texts = [t for item in batch for t in item.texts]
-        self._running.extend(batch)
+        self._running.append(batch)
         start = time.perf_counter()
         try:
             predictor = self.get_predictor()  # per batch: a hot reload applies from the next one
@@ -217,7 +217,7 @@ class MicroBatcher:
                     item.future.set_exception(err)
             return
         finally:
-            self._running = [item for item in self._running if item not in batch]
+            self._running.remove(batch)
             self._slots.release()
         elapsed = time.perf_counter() - start
         self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
@@ -239,7 +239,7 @@ class MicroBatcher:
     async def close(self) -> None:
         """Stop the worker; calls still waiting (or in the run cut short) fail with ``BatcherClosed``."""
         self._closed = True
-        unanswered = [*self._running, *self._queue]  # before the cancelled runs forget their batches
+        unanswered = [item for batch in self._running for item in batch] + self._queue  # before the cancelled runs forget them
         for task in [self._worker, *self._tasks]:
             if task is not None:
                 task.cancel()

@@ -116,7 +116,7 @@ def formatted(r: dict) -> dict[str, str]:
         "c32_lat": f"{r['c32_p50_ms']} / {r['c32_p99_ms']}",
         "rss": str(r["rss_mb"]),
         "version": r["version"],
-        "runs": str(r.get("concurrent_runs", 1)),
+        "runs": str(r["concurrent_runs"]),
         "wrk32": str(r.get("wrk32_per_s", "–")),
         "wrk32_share": f"{r['wrk32_per_s'] / r['bulk_per_s']:.0%}" if "wrk32_per_s" in r else "–",
         "wrk32_lat": f"{r['wrk32_p50_ms']} / {r['wrk32_p99_ms']}" if "wrk32_per_s" in r else "–",
