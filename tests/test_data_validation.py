@@ -45,6 +45,16 @@ def test_corrupt_rows_are_reported_with_file_and_line(tmp_path):
     assert any("duplicate id" in p.message for p in data.problems)
 
 
+def test_an_unknown_channel_is_reported_and_a_missing_one_is_allowed(tmp_path):
+    path = tmp_path / "complaints" / "a.jsonl"
+    rows = [row(1, "快递三天没到，电话也打不通", channel="chat"), row(2, "包裹被扔在门口淋湿了")]
+    rows.append(row(3, "客服说话很冲，问两句就挂电话", channel="微信"))
+    write_jsonl(path, rows)
+    data = load_labeled(tmp_path)
+    assert [r.id for r in data.rows] == ["t-0001", "t-0002"]
+    assert [p.line for p in data.problems] == [3] and "'微信' is not a channel" in data.problems[0].message
+
+
 def test_near_duplicates_fail_validation(tmp_path):
     a = "我在平台买的扫地机器人用了三天就坏了，申请售后一直没人处理，太让人失望了"
     b = "我在平台买的扫地机器人用了三天就坏了，申请售后一直没人处理，太让人生气了"

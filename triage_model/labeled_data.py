@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from triage_model.io import read_jsonl
 from triage_model.normalize import normalize_text
-from triage_model.schema import ALL_TRIGGERS, HEADS, TEXT_TRIGGERS, TIERS, label_to_id
+from triage_model.schema import ALL_TRIGGERS, CHANNELS, HEADS, TEXT_TRIGGERS, TIERS, label_to_id
 
 Split = Literal["train", "dev", "test"]
 SPLIT_FRACTIONS: dict[str, float] = {"test": 0.20, "dev": 0.10}
@@ -65,6 +65,11 @@ class LabeledRow(BaseModel):
     @classmethod
     def _label_in_schema(cls, v: str, info: ValidationInfo) -> str:
         return _one_of(v, HEADS[info.field_name], info.field_name)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        return v if v is None else _one_of(v, CHANNELS, "channel")
 
     @field_validator("triggers")
     @classmethod

@@ -29,6 +29,9 @@ CRITICAL_SEVERITY: Final[str] = SEVERITIES[0]
 
 SENTIMENTS: Final[tuple[str, ...]] = ("愤怒", "不满", "中性", "正面")
 
+CHANNELS: Final[tuple[str, ...]] = ("app", "phone", "web", "email", "wechat", "weibo", "review", "store", "chat", "letter")
+"""Where a labeled complaint came in (optional on a row; the QA report slices by it). GUIDELINE §7.1 lists the same."""
+
 TEXT_TRIGGERS: Final[tuple[str, ...]] = ("asks_superior", "repeated_contact", "legal_media_risk")
 """Triggers a reader can see in the text itself; labeled on every data row."""
 
