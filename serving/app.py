@@ -275,7 +275,7 @@ def make_batcher(holder: ModelHolder, settings: Settings) -> MicroBatcher:
         max_wait_ms=settings.batch_max_wait_ms,
         max_queue=settings.batch_max_queued_texts,
         on_batch=observe_batch,
-        concurrent_runs=settings.batch_concurrent_runs,
+        concurrent_runs=lambda: holder.plan.runs,  # per loaded model (serving.run_plan), read before every run
     )
 
 
@@ -325,7 +325,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = KeyRing.from_settings(settings)
     app.state.holder = ModelHolder(
-        settings.threads, settings.canary_min_accuracy, settings.canary_min_critical_recall, settings.ort_allow_spinning
+        settings.threads,
+        settings.canary_min_accuracy,
+        settings.canary_min_critical_recall,
+        settings.ort_allow_spinning,
+        concurrent_runs=settings.batch_concurrent_runs,
+        batching=settings.dynamic_batching,
     )
     app.state.background_tasks = set()
     app.state.reload_marker = ReloadMarker(settings.reload_marker) if settings.reload_marker else None

@@ -17,8 +17,11 @@ import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from serving.canary import CanaryReport, check_canary
+from serving.run_plan import RunPlan, plan_runs
+from serving.settings import usable_cores
 from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelLoadError, read_meta, resolve_model_dir
 from triage_model.predictor import TriagePredictor
 
@@ -95,12 +98,19 @@ class ModelHolder:
         canary_min_accuracy: float = 0.5,
         canary_min_critical_recall: float = 0.6,
         allow_spinning: bool | None = None,
+        concurrent_runs: int | Literal["auto"] = 1,
+        batching: bool = True,
     ) -> None:
         """``allow_spinning``: onnxruntime's intra-op threads busy-wait between parallel sections (its
-        default, None) or sleep (False)."""
+        default, None) or sleep (False). ``concurrent_runs`` (a number or ``auto``) and ``threads`` (None: decided
+        by the plan) become each loaded model's ``RunPlan`` (``serving.run_plan``), read by the dynamic batcher."""
         self._predictor: TriagePredictor | None = None
         self._lock = threading.Lock()
         self.threads = threads
+        self.concurrent_runs = concurrent_runs
+        self.batching = batching
+        self.plan = RunPlan(1, threads)
+        """The served model's runs and threads; swapped together with the predictor."""
         self.session_config = {} if allow_spinning is None else {SPINNING: "1" if allow_spinning else "0"}
         self.canary_min_accuracy = canary_min_accuracy
         self.canary_min_critical_recall = canary_min_critical_recall
@@ -116,10 +126,11 @@ class ModelHolder:
         with self._lock:
             folder = resolve_model_dir(model_dir)
             check_files_inside(folder)
-            candidate = TriagePredictor.from_pretrained(folder, intra_op_threads=self.threads)
+            plan = plan_runs(read_meta(folder), self.concurrent_runs, self.threads, usable_cores(), self.batching)
+            candidate = TriagePredictor.from_pretrained(folder, intra_op_threads=plan.threads)
             apply_session_config(candidate, self.session_config)
             report = check_canary(candidate, self.canary_min_accuracy, self.canary_min_critical_recall)
-            self._predictor = candidate
+            self._predictor, self.plan = candidate, plan
             self.canary = report
             self.loaded_at = datetime.now(UTC)
             return candidate

@@ -196,6 +196,8 @@ class ModelInfo(BaseModel):
     )
     metrics_summary: dict[str, dict[str, float]]
     loaded_at: datetime
+    concurrent_runs: int = Field(1, description="onnxruntime runs this worker's dynamic batcher keeps in flight for this model")
+    intra_op_threads: int | None = Field(None, description="onnxruntime intra-op threads per run (null: every core)")
     worker_pid: int = Field(
         description="the server process that answered: with several workers each one loads and reloads its own copy, "
         "so ask a few times to see every worker's model_version"

@@ -84,12 +84,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         0, ge=0, le=1000, description="dynamic batching: how long a lone waiting request waits for companions (0: runs at once)"
     )
-    batch_concurrent_runs: int = Field(
-        1,
-        ge=1,
-        le=8,
+    batch_concurrent_runs: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = Field(
+        "auto",
         description="dynamic batching: onnxruntime runs in flight at once, each in its own thread. With more than one, "
-        "threads defaults to cores // runs, so the runs share the cores instead of each claiming all of them",
+        "threads defaults to cores // runs, so the runs share the cores instead of each claiming all of them. "
+        "auto: decided at every model load — 2 for a model of at most 6 encoder layers (the student), else 1 "
+        "(serving/run_plan.py says why)",
     )
     batch_max_queued_texts: int = Field(
         512, ge=1, description="dynamic batching: texts waiting for a run; a request that would pass it gets 429 with Retry-After"
@@ -151,8 +151,6 @@ class Settings(BaseSettings):
             self.max_concurrent = self.batch_max_texts if self.dynamic_batching else 2
         if self.ort_allow_spinning is None and self.dynamic_batching:
             self.ort_allow_spinning = False
-        if self.threads is None and self.dynamic_batching and self.batch_concurrent_runs > 1:
-            self.threads = max(1, usable_cores() // self.batch_concurrent_runs)
         return self
 
     @classmethod

@@ -12,13 +12,16 @@ import time
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from serving.app import create_app
 from serving.gate import ClientGone, QueueFull
 from serving.model_holder import SPINNING
+from serving.run_plan import RunPlan, plan_runs
 from serving.service import batched_predict
 from serving.settings import Settings, usable_cores
 from triage_model.micro_batching import MicroBatcher
+from triage_model.model_dir import read_meta, resolve_model_dir
 
 ADMIN = {"X-API-Key": "admin-secret"}
 BASE = [
@@ -70,10 +73,47 @@ def test_settings_defaults_size_the_gate_for_batching():
     assert Settings(batch_max_texts=8).max_concurrent == 8
     assert on.ort_allow_spinning is False and Settings(dynamic_batching=False).ort_allow_spinning is None  # None: onnxruntime's own
     assert Settings(ort_allow_spinning=True).ort_allow_spinning is True
-    assert on.batch_concurrent_runs == 1 and on.threads is None  # one run using every core
-    two = Settings(batch_concurrent_runs=2)
-    assert two.threads == max(1, usable_cores() // 2)  # two runs share the cores instead of each claiming all
-    assert Settings(batch_concurrent_runs=2, threads=3).threads == 3
+    assert on.batch_concurrent_runs == "auto" and on.threads is None  # decided per loaded model (serving.run_plan)
+    assert Settings(batch_concurrent_runs=2).batch_concurrent_runs == 2
+    with pytest.raises(ValidationError):
+        Settings(batch_concurrent_runs=0)
+    with pytest.raises(ValidationError):
+        Settings(batch_concurrent_runs="many")
+
+
+@pytest.mark.parametrize(
+    ("bundled", "setting", "threads", "cores", "want"),
+    [
+        ("student", "auto", None, 2, RunPlan(2, 1)),  # 4 layers: two single-threaded runs (measured +18–27 %)
+        ("default", "auto", None, 2, RunPlan(1, None)),  # 12 layers: one run on every core (its lone request needs both)
+        ("student", "auto", None, 1, RunPlan(1, None)),  # one core: nothing to share
+        ("default", 2, None, 4, RunPlan(2, 2)),  # a number overrides auto; the runs share the cores
+        ("student", 2, 3, 2, RunPlan(2, 3)),  # explicit threads always win
+    ],
+)
+def test_the_run_plan_follows_the_loaded_model(bundled, setting, threads, cores, want):
+    meta = read_meta(resolve_model_dir(bundled))
+    assert plan_runs(meta, setting, threads, cores) == want
+    assert plan_runs(meta, setting, threads, cores, batching=False) == RunPlan(1, threads)
+
+
+def test_auto_runs_follow_a_hot_reload_from_the_teacher_to_the_student():
+    """One process, TRIAGE_BATCH_CONCURRENT_RUNS=auto: the batcher's limit and the session's threads change with the model."""
+    app = create_app(Settings(model_dir=resolve_model_dir("default")))
+    cores = usable_cores()
+
+    async def work(client):
+        before = (await client.get("/v1/model")).json()
+        app.state.holder.load(resolve_model_dir("student"))
+        after = (await client.get("/v1/model")).json()
+        answer = await post(client, TEXTS[0])
+        return before, after, app.state.batcher.concurrent_runs, answer
+
+    before, after, runs_now, answer = asyncio.run(serve(app, work))
+    assert (before["concurrent_runs"], before["intra_op_threads"]) == (1, None)
+    assert (after["concurrent_runs"], after["intra_op_threads"]) == ((2, cores // 2) if cores >= 2 else (1, None))
+    assert runs_now == after["concurrent_runs"] and answer.status_code == 200
+    assert answer.json()["model_version"] == after["model_version"] != before["model_version"]
 
 
 def test_two_concurrent_runs_give_every_request_its_single_request_answer(served_model_dir):

@@ -82,6 +82,28 @@ def test_concurrent_runs_overlap_up_to_the_limit_and_results_stay_with_their_cal
     assert max(fake.batches) <= 4 and sum(fake.batches) == 18
 
 
+def test_a_callable_run_limit_is_read_before_every_run():
+    """The served model decides the runs (``serving.run_plan``); a hot reload may change them mid-stream."""
+    fake = Overlap()
+    limit = {"runs": 1}
+
+    async def wave(batcher, name):
+        return await asyncio.gather(*(batcher.predict([f"{name}-{i}"]) for i in range(8)))
+
+    async def main():
+        batcher = MicroBatcher(lambda: fake, max_batch=2, concurrent_runs=lambda: limit["runs"])
+        first = await wave(batcher, "a")
+        one_run_peak, fake.most_inside = fake.most_inside, 0
+        limit["runs"] = 2  # e.g. the student was loaded
+        second = await wave(batcher, "b")
+        await batcher.close()
+        return first + second, one_run_peak
+
+    results, one_run_peak = asyncio.run(main())
+    assert results == [[f"result:{w}-{i}"] for w in "ab" for i in range(8)]
+    assert one_run_peak == 1 and fake.most_inside == 2
+
+
 def test_a_lone_call_runs_at_once_without_waiting_for_companions():
     fake = SlowEcho(delay=0.0)
 

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from triage_model.predictor import TriagePredictor
 from triage_model.results import TriageResult
 
+MAX_CONCURRENT_RUNS = 8
+"""Most onnxruntime runs one batcher keeps in flight (its worker threads start only as runs need them)."""
+
 
 def length_groups(lengths: Sequence[int], cap: int, max_group: int, slack: float = 0.25) -> list[list[int]]:
     """Indices of ``lengths`` in runs of similar length: shortest first, a run grows while padding every
@@ -112,16 +115,17 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         max_queue: int = 512,
         on_batch: Callable[[int, float], None] | None = None,
-        concurrent_runs: int = 1,
+        concurrent_runs: int | Callable[[], int] = 1,
     ) -> None:
         """``on_batch(texts, seconds)`` is called on the event loop after each successful run (metrics).
 
         ``concurrent_runs``: onnxruntime runs in flight at once, each in its own worker thread (onnxruntime's
         ``run`` is thread-safe). One run using every core suits long batches; on few cores small batches
         parallelise poorly inside one run, and two single-threaded runs side by side may keep both cores
-        busier — give the session ``cores // concurrent_runs`` intra-op threads."""
-        if concurrent_runs < 1:
-            raise ValueError("concurrent_runs must be at least 1")
+        busier — give the session ``cores // concurrent_runs`` intra-op threads. A callable is asked before
+        every run (at most ``MAX_CONCURRENT_RUNS``): the served model decides, and a hot reload may change it."""
+        if not callable(concurrent_runs) and not 1 <= concurrent_runs <= MAX_CONCURRENT_RUNS:
+            raise ValueError(f"concurrent_runs must be 1..{MAX_CONCURRENT_RUNS}")
         self.get_predictor = get_predictor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -136,9 +140,15 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
-        self.concurrent_runs = concurrent_runs
-        self._slots: asyncio.Semaphore | None = None
-        self._executor = ThreadPoolExecutor(max_workers=concurrent_runs, thread_name_prefix="onnx-batch")
+        self._runs_limit = concurrent_runs if callable(concurrent_runs) else (lambda: concurrent_runs)
+        self._slot_freed: asyncio.Event | None = None
+        workers = MAX_CONCURRENT_RUNS if callable(concurrent_runs) else concurrent_runs  # threads start only when used
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx-batch")
+
+    @property
+    def concurrent_runs(self) -> int:
+        """Runs allowed in flight now (the served model's plan when given a callable)."""
+        return max(1, min(MAX_CONCURRENT_RUNS, int(self._runs_limit())))
 
     @property
     def queued_texts(self) -> int:
@@ -167,7 +177,7 @@ class MicroBatcher:
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
-            self._slots = asyncio.Semaphore(self.concurrent_runs)  # made with the worker, in the loop that serves
+            self._slot_freed = asyncio.Event()  # made with the worker, in the loop that serves
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     def _take_batch(self) -> list[_Pending]:
@@ -190,12 +200,13 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await self._slots.acquire()
+                while len(self._tasks) >= self.concurrent_runs:  # every run slot taken: wait for one to end
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
                 if self.max_wait_s and len(self._queue) == 1 and len(self._queue[0].texts) < self.max_batch:
                     await asyncio.sleep(self.max_wait_s)  # a short window for companions
                 batch = self._take_batch()
                 if not batch:
-                    self._slots.release()
                     continue
                 task = asyncio.get_running_loop().create_task(self._execute(batch))
                 self._tasks.add(task)
@@ -218,7 +229,8 @@ class MicroBatcher:
             return
         finally:
             self._running.remove(batch)
-            self._slots.release()
+            self._tasks.discard(asyncio.current_task())  # the slot is free now, not after the done callback
+            self._slot_freed.set()
         elapsed = time.perf_counter() - start
         self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
         self.stats.batches += 1

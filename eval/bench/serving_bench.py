@@ -26,6 +26,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from eval.bench.bulk_bench import encoder_macs, rate
 from eval.bench.common import machine, machine_line, write_results
 from eval.bench.http_bench import DEEP_QUEUE, cpu_seconds, load, local_server, rss_mb
@@ -80,9 +82,12 @@ def wrk_figures(base: str, pid: int, texts: list[str], seconds: float) -> dict:
     }
 
 
-def http_figures(model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int, wrk_seconds: float, runs: int = 1) -> dict:
-    """The HTTP figures of one server; ``runs``: its dynamic batcher's concurrent onnxruntime runs."""
+def http_figures(
+    model_dir: Path, texts: list[str], single: int, concurrent: int, mixed: int, wrk_seconds: float, runs: int | str = "auto"
+) -> dict:
+    """The HTTP figures of one server; ``runs``: TRIAGE_BATCH_CONCURRENT_RUNS (the figures carry what it resolved to)."""
     with local_server(model_dir, DEEP_QUEUE | {"TRIAGE_BATCH_CONCURRENT_RUNS": str(runs)}) as (base, pid):
+        runs = httpx.get(f"{base}/v1/model", timeout=10).json()["concurrent_runs"]
         asyncio.run(load(base, 1, 20, texts=texts))  # warm-up
         one = asyncio.run(load(base, 1, single, texts=texts))
         c32 = asyncio.run(load(base, 32, concurrent, texts=texts))
@@ -161,14 +166,14 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=640, help="requests shared by the 32 clients")
     parser.add_argument("--mixed", type=int, default=200, help="mixed-length requests before reading RSS")
     parser.add_argument(
-        "--concurrent-runs", type=int, action="append", default=None, help="TRIAGE_BATCH_CONCURRENT_RUNS per --model (default 1)"
+        "--concurrent-runs", action="append", default=None, help="TRIAGE_BATCH_CONCURRENT_RUNS per --model: a number or auto (the default)"
     )
     parser.add_argument("--wrk-seconds", type=float, default=8.0, help="32 wrk connections this long (0 or no wrk binary: skipped)")
     args = parser.parse_args()
     labels = args.label or [m.name for m in args.model]
     if len(labels) != len(args.model):
         parser.error("give one --label per --model, or none")
-    runs = args.concurrent_runs or [1] * len(args.model)
+    runs = args.concurrent_runs or ["auto"] * len(args.model)
     if len(runs) != len(args.model):
         parser.error("give one --concurrent-runs per --model, or none")
 

@@ -49,6 +49,8 @@ def model_info(predictor: TriagePredictor = Depends(get_predictor), holder: Mode
         trigger_thresholds=meta.trigger_thresholds if predictor.has_trigger_head else {},
         metrics_summary=metrics_summary(predictor.metrics),
         loaded_at=holder.loaded_at,
+        concurrent_runs=holder.plan.runs,
+        intra_op_threads=holder.plan.threads,
         worker_pid=os.getpid(),
     )
 
