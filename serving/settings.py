@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from triage_model.micro_batching import MAX_CONCURRENT_RUNS
+
 KeyList = Annotated[list[str], NoDecode]
 """A comma-separated list in the environment (not JSON), a list in Python."""
 
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         0, ge=0, le=1000, description="dynamic batching: how long a lone waiting request waits for companions (0: runs at once)"
     )
-    batch_concurrent_runs: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = Field(
+    batch_concurrent_runs: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_RUNS)] | Literal["auto"] = Field(
         "auto",
         description="dynamic batching: onnxruntime runs in flight at once, each in its own thread. With more than one, "
         "threads defaults to cores // runs, so the runs share the cores instead of each claiming all of them. "
