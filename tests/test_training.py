@@ -175,6 +175,34 @@ def test_smoke_config_trains_from_the_cli_and_beats_chance(tmp_path, base_encode
     assert metrics["text_triggers"]["macro_auc"] > 0.7, metrics["text_triggers"]["per_class"]
 
 
+@pytest.mark.slow
+def test_warm_start_continues_from_a_trained_model(tiny_model, tiny_rows, tmp_path):
+    """`--init-from` continues a trained model (a teacher on new rows): one epoch at a learning rate far too small
+    to learn anything still scores like the model it started from; from the base encoder it would be at chance."""
+    from training.config import TrainConfig
+    from training.train import train_on_rows
+
+    torch_dir, _, _ = tiny_model
+    start = json.loads((torch_dir / "metrics.json").read_text(encoding="utf-8"))["test"]["category"]["accuracy"]
+    cfg = TrainConfig(
+        init_from=torch_dir,
+        output_dir=tmp_path / "warm",
+        model_name="tiny-warm",
+        seed=3,
+        max_length=64,
+        batch_size=8,
+        epochs=1,
+        encoder_lr=1e-9,
+        head_lr=1e-9,
+        freeze_layers=10,
+    )
+    warm_dir = train_on_rows(cfg, tiny_rows["train"], tiny_rows["dev"], tiny_rows["test"], "test-hash")
+    warm = json.loads((warm_dir / "metrics.json").read_text(encoding="utf-8"))["test"]["category"]["accuracy"]
+    assert warm >= 1 / len(CATEGORIES) + 0.25 and abs(warm - start) <= 0.1, (start, warm)
+    meta = json.loads((warm_dir / "triage_config.json").read_text(encoding="utf-8"))
+    assert meta["train_config"]["init_from"] == str(torch_dir)
+
+
 def test_the_escalation_eval_set_can_never_train_a_model(tmp_path):
     from pathlib import Path
 

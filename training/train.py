@@ -325,9 +325,11 @@ def train_on_rows(
     if not train_rows or not dev_rows:
         raise ValueError(f"need train and dev rows, got {len(train_rows)} train / {len(dev_rows)} dev")
 
-    base = ensure_base_encoder(cfg.base_model_dir)
+    # Warm start (continuing a teacher on new rows costs a few epochs, not a from-scratch run): the directory brings
+    # its own tokenizer, so the token ids the weights learned on stay the same.
+    base = Path(cfg.init_from) if cfg.init_from else ensure_base_encoder(cfg.base_model_dir)
     tokenizer = load_tokenizer(base / TOKENIZER_FILE)
-    model = MultiTaskTriageModel.from_encoder(base, cfg.dropout)
+    model = MultiTaskTriageModel.load(base).train() if cfg.init_from else MultiTaskTriageModel.from_encoder(base, cfg.dropout)
     pad_id = model.config.pad_token_id
     collate = make_collate(pad_id)
     datasets = {
