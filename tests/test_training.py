@@ -246,3 +246,37 @@ def test_static_int8_scores_a_text_the_same_alone_or_in_a_batch(tiny_model, tiny
         assert np.abs(static[head] - fp32[head]).sum(1).mean() < 0.2, head  # mean total-variation ×2 (int8 of a tiny model)
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(model_dir / "model.onnx", model_dir / "x.onnx", "static")
+
+
+@pytest.mark.slow
+def test_recover_torch_gives_back_the_exported_weights(tiny_model, tmp_path, base_encoder):
+    """`triage recover-torch`: the fp32 graph gives back the trained weights exactly; a static-int8 graph gives
+    each weight matrix back within int8 rounding (what a continued distillation starts from)."""
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from training.export import calibration_feeds, quantize_int8
+    from training.onnx_recover import recover_model_dir
+
+    torch_dir, onnx_dir, _ = tiny_model
+    trained = load_file(str(torch_dir / "model.safetensors"))
+    exact = load_file(str(recover_model_dir(onnx_dir, tmp_path / "fp32", base_encoder, onnx_file="model.onnx") / "model.safetensors"))
+    assert set(exact) == set(trained)
+    for name, weight in trained.items():
+        assert np.allclose(exact[name], weight, atol=1e-6), name
+
+    static_dir = tmp_path / "static"
+    shutil.copytree(onnx_dir, static_dir)
+    quantize_int8(static_dir / "model.onnx", static_dir / "model.static.onnx", "static", calibration_feeds(static_dir, LABELED, n=16))
+    approx = load_file(
+        str(recover_model_dir(static_dir, tmp_path / "int8", base_encoder, onnx_file="model.static.onnx") / "model.safetensors")
+    )
+    matrices = [name for name, weight in trained.items() if weight.ndim == 2]
+    assert len(matrices) >= 12 * 6 + 3  # every Linear of every layer and the embedding tables
+    for name in matrices:
+        rel = np.linalg.norm(approx[name] - trained[name]) / np.linalg.norm(trained[name])
+        if name.startswith(("heads.", "trigger_head.")):
+            assert rel < 1e-6, (name, rel)  # the heads stay fp32
+        else:  # int8 rounding is a few % of a matrix; a wrong layer, transpose or scale would be ~100 %
+            assert 0 < rel < 0.1, (name, rel)

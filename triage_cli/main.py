@@ -171,6 +171,25 @@ def distill_targets(
     typer.echo(f"{len(texts)} soft labels written to {out}; next: triage distill --targets-file {out}")
 
 
+@app.command("recover-torch")
+def recover_torch(
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="exported ONNX model directory (fp32 or static int8)", exists=True, file_okay=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="torch model directory to write")],
+) -> None:
+    """Rebuild a trainable torch model directory from an exported model (dequantised weights): continue distilling
+    the bundled student (`triage distill --init-from OUT`) when its run folder is gone."""
+    from training.base_model import ensure_base_encoder
+    from training.onnx_recover import recover_model_dir
+
+    try:
+        written = recover_model_dir(model, out, ensure_base_encoder(None))
+    except (OSError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"torch model written to {written}; next: triage distill -c … --init-from {written}")
+
+
 @app.command()
 def calibrate(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
