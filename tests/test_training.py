@@ -14,6 +14,8 @@ pytest.importorskip("torch")
 
 CATEGORIES = ("物流配送", "支付与资金安全", "系统故障", "咨询建议")
 PER_CLASS = {"train": 12, "dev": 5, "test": 10}
+TINY_RECIPE = {"seed": 3, "max_length": 64, "batch_size": 8, "freeze_layers": 10}
+"""What every tiny model in this file shares: small, fast, and only the top two layers train."""
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +43,11 @@ def tiny_model(tmp_path_factory, base_encoder, tiny_rows):
         output_dir=out / "torch",
         base_model_dir=base_encoder,
         model_name="tiny-test",
-        seed=3,
-        max_length=64,
-        batch_size=8,
         epochs=4,
         encoder_lr=1e-4,
         head_lr=1e-2,
-        freeze_layers=10,
         patience=4,
+        **TINY_RECIPE,
     )
     torch_dir = train_on_rows(cfg, tiny_rows["train"], tiny_rows["dev"], tiny_rows["test"], "test-hash")
     report = export(torch_dir, out / "onnx")
@@ -185,16 +184,7 @@ def test_warm_start_continues_from_a_trained_model(tiny_model, tiny_rows, tmp_pa
     torch_dir, _, _ = tiny_model
     start = json.loads((torch_dir / "metrics.json").read_text(encoding="utf-8"))["test"]["category"]["accuracy"]
     cfg = TrainConfig(
-        init_from=torch_dir,
-        output_dir=tmp_path / "warm",
-        model_name="tiny-warm",
-        seed=3,
-        max_length=64,
-        batch_size=8,
-        epochs=1,
-        encoder_lr=1e-9,
-        head_lr=1e-9,
-        freeze_layers=10,
+        init_from=torch_dir, output_dir=tmp_path / "warm", model_name="tiny-warm", epochs=1, encoder_lr=1e-9, head_lr=1e-9, **TINY_RECIPE
     )
     warm_dir = train_on_rows(cfg, tiny_rows["train"], tiny_rows["dev"], tiny_rows["test"], "test-hash")
     warm = json.loads((warm_dir / "metrics.json").read_text(encoding="utf-8"))["test"]["category"]["accuracy"]
