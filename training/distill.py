@@ -219,7 +219,7 @@ def keep_layer_ids(n_teacher: int, n_student: int) -> list[int]:
 def build_student(cfg: DistillConfig) -> MultiTaskTriageModel:
     """The seed model truncated to ``student_layers`` encoder layers (its heads kept when it has trained ones)."""
     seed = (
-        MultiTaskTriageModel.load(cfg.init_from)
+        MultiTaskTriageModel.load(cfg.init_from, cfg.dropout)
         if cfg.init_from
         else MultiTaskTriageModel.from_encoder(ensure_base_encoder(cfg.base_model_dir), cfg.dropout)
     )

@@ -63,11 +63,11 @@ class MultiTaskTriageModel(nn.Module):
         (out_dir / ENCODER_CONFIG_FILE).write_text(self.config.to_json_string(), encoding="utf-8")
 
     @classmethod
-    def load(cls, model_dir: Path) -> MultiTaskTriageModel:
+    def load(cls, model_dir: Path, dropout: float = 0.1) -> MultiTaskTriageModel:
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir)
         config = XLMRobertaConfig(**json.loads((model_dir / ENCODER_CONFIG_FILE).read_text(encoding="utf-8")))
-        model = cls(config)
+        model = cls(config, dropout)  # dropout is a training choice, not part of the weights
         model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE)))
         return model.eval()

@@ -24,9 +24,9 @@ from onnx import numpy_helper
 from transformers import XLMRobertaConfig
 
 from training.modeling import ENCODER_CONFIG_FILE, MultiTaskTriageModel
-from triage_model.model_dir import TOKENIZER_FILE
+from triage_model.model_dir import ONNX_INT8_FILE, TOKENIZER_FILE, read_meta
 
-_MATMUL_SUFFIXES = ("/MatMul_quant", "/MatMul", "/Gemm_MatMul")
+_MATMUL_SUFFIXES = ("/MatMul_quant", "/MatMul")  # the heads' "/<head>/Gemm_MatMul" nodes are not encoder Linears
 
 
 def _module_path(node_name: str) -> str | None:
@@ -37,9 +37,9 @@ def _module_path(node_name: str) -> str | None:
     return None
 
 
-def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None) -> np.ndarray:
-    q = q.astype(np.float32) - (zero_point.astype(np.float32) if axis is None else np.expand_dims(zero_point.astype(np.float32), 1 - axis))
-    return q * (scale if axis is None else np.expand_dims(scale, 1 - axis))
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """Per-tensor (scalar) or per-output-channel ([out] against an [in, out] weight): broadcasting covers both."""
+    return (q.astype(np.float32) - zero_point.astype(np.float32)) * scale
 
 
 def recover_state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
@@ -63,13 +63,13 @@ def recover_state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
     for name, value in inits.items():  # int8 embedding tables (per-tensor scale)
         base = name.removesuffix("_quantized")
         if base != name and base.startswith("encoder.") and f"{base}_scale" in inits:
-            state[base] = _dequantize(value, inits[f"{base}_scale"], inits[f"{base}_zero_point"], axis=None)
+            state[base] = _dequantize(value, inits[f"{base}_scale"], inits[f"{base}_zero_point"])
     for node in model.graph.node:  # Linear weights: [in, out] in the graph, [out, in] in torch
         module = _module_path(node.name)
-        if module is None or module.startswith(("heads.", "trigger_head")) or node.name.endswith("/Gemm_MatMul"):
+        if module is None:
             continue
         if node.op_type == "QLinearMatMul" and node.input[3] in inits:
-            weight = _dequantize(inits[node.input[3]], inits[node.input[4]], inits[node.input[5]], axis=1)
+            weight = _dequantize(inits[node.input[3]], inits[node.input[4]], inits[node.input[5]])
         elif node.op_type == "MatMul" and node.input[1] in inits:
             weight = inits[node.input[1]]
         else:
@@ -86,8 +86,8 @@ def recover_model_dir(onnx_dir: Path, out_dir: Path, base_encoder_dir: Path, onn
     silently random weight. ``onnx_file``: which graph of the directory (default: the one it serves).
     """
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
-    meta = json.loads((onnx_dir / "triage_config.json").read_text(encoding="utf-8"))
-    state = recover_state_dict(onnx_dir / (onnx_file or meta.get("onnx_file", "model.int8.onnx")))
+    meta = read_meta(onnx_dir)
+    state = recover_state_dict(onnx_dir / (onnx_file or meta.onnx_file or ONNX_INT8_FILE))
     layers = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("encoder.encoder.layer."))
     config = json.loads((Path(base_encoder_dir) / ENCODER_CONFIG_FILE).read_text(encoding="utf-8"))
     config.update(num_hidden_layers=layers, vocab_size=int(state["encoder.embeddings.word_embeddings.weight"].shape[0]))
@@ -100,7 +100,7 @@ def recover_model_dir(onnx_dir: Path, out_dir: Path, base_encoder_dir: Path, onn
     model.save(out_dir)
     shutil.copyfile(onnx_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
     (out_dir / "recovered_from.json").write_text(
-        json.dumps({"onnx_dir": str(onnx_dir), "model_version": meta.get("model_version"), "layers": layers}, indent=2),
+        json.dumps({"onnx_dir": str(onnx_dir), "model_version": meta.model_version, "layers": layers}, indent=2),
         encoding="utf-8",
     )
     return out_dir

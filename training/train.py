@@ -329,7 +329,7 @@ def train_on_rows(
     # its own tokenizer, so the token ids the weights learned on stay the same.
     base = Path(cfg.init_from) if cfg.init_from else ensure_base_encoder(cfg.base_model_dir)
     tokenizer = load_tokenizer(base / TOKENIZER_FILE)
-    model = MultiTaskTriageModel.load(base).train() if cfg.init_from else MultiTaskTriageModel.from_encoder(base, cfg.dropout)
+    model = MultiTaskTriageModel.load(base, cfg.dropout) if cfg.init_from else MultiTaskTriageModel.from_encoder(base, cfg.dropout)
     pad_id = model.config.pad_token_id
     collate = make_collate(pad_id)
     datasets = {

@@ -182,10 +182,11 @@ def recover_torch(
     the bundled student (`triage distill --init-from OUT`) when its run folder is gone."""
     from training.base_model import ensure_base_encoder
     from training.onnx_recover import recover_model_dir
+    from triage_model.model_dir import ModelLoadError
 
     try:
         written = recover_model_dir(model, out, ensure_base_encoder(None))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ModelLoadError) as err:
         _fail(str(err))
     typer.echo(f"torch model written to {written}; next: triage distill -c … --init-from {written}")
 
