@@ -193,6 +193,67 @@ def test_warm_start_continues_from_a_trained_model(tiny_model, tiny_rows, tmp_pa
     assert meta["train_config"]["init_from"] == str(torch_dir)
 
 
+@pytest.mark.slow
+def test_a_run_cut_off_after_an_epoch_resumes_to_the_same_weights(base_encoder, tiny_rows, tmp_path, monkeypatch):
+    """A session that ends mid-run loses at most the epoch in progress: `--resume` continues from the last saved
+    epoch and ends with the weights of an uninterrupted run; a changed config refuses the old checkpoint."""
+    from safetensors.torch import load_file
+
+    from training.checkpoint import CHECKPOINT_DIR, EpochCheckpoint
+    from training.config import TrainConfig
+    from training.train import train_on_rows
+
+    recipe = {"base_model_dir": base_encoder, "model_name": "tiny-resume", "epochs": 2, "head_lr": 1e-2, "patience": 4, **TINY_RECIPE}
+    rows = (tiny_rows["train"], tiny_rows["dev"], tiny_rows["test"], "test-hash")
+    whole = train_on_rows(TrainConfig(output_dir=tmp_path / "whole", **recipe), *rows)
+    assert not (whole / CHECKPOINT_DIR).exists()  # a finished run leaves a model directory, not a checkpoint
+
+    save = EpochCheckpoint.save
+
+    def save_then_cut_off(self, epoch, *args):
+        save(self, epoch, *args)
+        raise KeyboardInterrupt("session ended")
+
+    monkeypatch.setattr(EpochCheckpoint, "save", save_then_cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        train_on_rows(TrainConfig(output_dir=tmp_path / "cut", **recipe), *rows)
+    monkeypatch.setattr(EpochCheckpoint, "save", save)
+    assert (tmp_path / "cut" / CHECKPOINT_DIR).exists()
+
+    with pytest.raises(ValueError, match="different config or data"):
+        train_on_rows(TrainConfig(output_dir=tmp_path / "cut", resume=True, **{**recipe, "head_lr": 5e-3}), *rows)
+    import training.train as train_module
+
+    trained_epochs: list[int] = []
+    batches = train_module.length_grouped_batches
+
+    def batches_of_epoch(lengths, batch_size, seed):
+        trained_epochs.append(seed - recipe["seed"])
+        return batches(lengths, batch_size, seed)
+
+    monkeypatch.setattr(train_module, "length_grouped_batches", batches_of_epoch)
+    resumed = train_on_rows(TrainConfig(output_dir=tmp_path / "cut", resume=True, **recipe), *rows)
+    assert trained_epochs == [2]  # epoch 1 came from the checkpoint, not from training it again
+
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.allclose(a[name].numpy(), b[name].numpy(), atol=1e-5), name
+    history = [json.loads((d / "metrics.json").read_text(encoding="utf-8"))["history"] for d in (whole, resumed)]
+    assert [h["epoch"] for h in history[1]] == [1, 2]
+    assert [round(h["dev_mean_macro_f1"], 6) for h in history[0]] == [round(h["dev_mean_macro_f1"], 6) for h in history[1]]
+
+
+def test_a_bare_boolean_flag_is_true():
+    from training.config import parse_overrides
+
+    assert parse_overrides(["--resume", "--epochs", "3"]) == {"resume": True, "epochs": 3}
+    assert parse_overrides(["--epochs", "3", "--resume"]) == {"epochs": 3, "resume": True}
+    assert parse_overrides(["--resume", "false"]) == {"resume": False}
+    with pytest.raises(ValueError, match="needs a value"):
+        parse_overrides(["--epochs"])
+
+
 def test_the_escalation_eval_set_can_never_train_a_model(tmp_path):
     from pathlib import Path
 

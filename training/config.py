@@ -55,6 +55,11 @@ class TrainConfig(BaseModel):
     limit_eval_rows: int | None = None
     evaluate_test: bool = Field(True, description="report (never tune on) the fixed test split at the end")
     num_threads: int | None = None
+    resume: bool = Field(
+        False,
+        description="continue a run that was cut off from the last epoch saved in output_dir/checkpoint (same config "
+        "and data); every finished epoch is saved there",
+    )
 
 
 class DistillConfig(TrainConfig):
@@ -95,7 +100,8 @@ def parse_overrides(args: list[str], cls: type[TrainConfig] = TrainConfig) -> di
     """``--field value`` / ``--field=value`` pairs → overrides of ``TrainConfig`` (as HF's argument dataclasses do).
 
     Dashes and underscores are alike (``--encoder-lr 3e-5``); values are read as YAML, so numbers, booleans,
-    ``null`` and lists (``[a, b]``) work; pydantic then checks the types. An unknown field is an error that
+    ``null`` and lists (``[a, b]``) work; a boolean field given alone (``--resume``) is true; pydantic then checks
+    the types. An unknown field is an error that
     lists the known ones, never silently ignored.
     """
     fields = cls.model_fields
@@ -109,6 +115,10 @@ def parse_overrides(args: list[str], cls: type[TrainConfig] = TrainConfig) -> di
         name = name.replace("-", "_")
         if name not in fields:
             raise ValueError(f"unknown training option --{name.replace('_', '-')}; known: {', '.join(sorted(fields))}")
+        if not has_value and fields[name].annotation is bool and (i + 1 >= len(args) or args[i + 1].startswith("--")):
+            out[name] = True  # a bare boolean flag: --resume
+            i += 1
+            continue
         if not has_value:
             if i + 1 >= len(args):
                 raise ValueError(f"--{name.replace('_', '-')} needs a value")

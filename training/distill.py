@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from training.base_model import ensure_base_encoder
+from training.checkpoint import EpochCheckpoint
 from training.config import DistillConfig
 from training.modeling import MultiTaskTriageModel
 from training.train import (
@@ -303,7 +304,10 @@ def distill(cfg: DistillConfig) -> Path:
 
     lengths = [len(x) for x in ids]
     stopper = EarlyStopping(cfg.patience)
-    for epoch in range(1, cfg.epochs + 1):
+    checkpoint = EpochCheckpoint.for_run(cfg, dhash)
+    for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
+        if stopper.stopped:
+            break
         model.train()
         running = 0.0
         bar = tqdm(length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch), desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
@@ -313,7 +317,9 @@ def distill(cfg: DistillConfig) -> Path:
             optimizer_step(model, loss, optimizer, scheduler)
             running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        if stopper.epoch_done(model, epoch, running, *predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)):
+        stop = stopper.epoch_done(model, epoch, running, *predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate))
+        checkpoint.save(epoch, model, optimizer, scheduler, stopper)
+        if stop:
             break
     stopper.restore_best(model)
     model.eval()

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from training.base_model import ensure_base_encoder
+from training.checkpoint import EpochCheckpoint
 from training.config import TrainConfig
 from training.model_card import write_model_card
 from training.modeling import MultiTaskTriageModel
@@ -221,7 +222,9 @@ class EarlyStopping:
     patience: int
     best_score: float = -1.0
     best_state: dict | None = None
+    best_epoch: int = 0
     stale: int = 0
+    stopped: bool = False
     history: list[dict] = field(default_factory=list)
 
     def epoch_done(self, model: torch.nn.Module, epoch: int, train_loss: float, dev_logits: dict, dev_gold: dict) -> bool:
@@ -231,17 +234,31 @@ class EarlyStopping:
         log.info("epoch %d: dev mean macro-F1 %.4f", epoch, score)
         tqdm.write(f"epoch {epoch}: dev mean macro-F1 {score:.4f}")
         if score > self.best_score:
-            self.best_score, self.stale = score, 0
+            self.best_score, self.best_epoch, self.stale = score, epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return False
         self.stale += 1
         if self.stale >= self.patience:
             tqdm.write(f"early stop: no dev gain for {self.stale} epochs")
-            return True
-        return False
+            self.stopped = True
+        return self.stopped
 
     def restore_best(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.best_state)
+
+    def record(self) -> dict:
+        """Everything but the weights, for an epoch checkpoint."""
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stopped": self.stopped,
+            "history": self.history,
+        }
+
+    def restore_record(self, record: dict, best_state: dict) -> None:
+        self.best_score, self.best_epoch, self.stale = record["best_score"], record["best_epoch"], record["stale"]
+        self.stopped, self.history, self.best_state = record["stopped"], list(record["history"]), best_state
 
 
 def build_optimizer(model: MultiTaskTriageModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -351,7 +368,10 @@ def train_on_rows(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
 
     stopper = EarlyStopping(cfg.patience)
-    for epoch in range(1, cfg.epochs + 1):
+    checkpoint = EpochCheckpoint.for_run(cfg, dhash)
+    for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
+        if stopper.stopped:
+            break
         model.train()
         running = 0.0
         batches = length_grouped_batches(train_lengths, cfg.batch_size, cfg.seed + epoch)
@@ -363,7 +383,9 @@ def train_on_rows(
             optimizer_step(model, loss, optimizer, scheduler)
             running = 0.9 * running + 0.1 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
-        if stopper.epoch_done(model, epoch, running, *eval_logits("dev")):
+        stop = stopper.epoch_done(model, epoch, running, *eval_logits("dev"))
+        checkpoint.save(epoch, model, optimizer, scheduler, stopper)
+        if stop:
             break
     stopper.restore_best(model)
 
