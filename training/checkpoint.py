@@ -15,14 +15,24 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from training.train import EarlyStopping
+
+class EarlyStopping(Protocol):
+    """What a checkpoint needs of ``training.train.EarlyStopping`` (named here so this module imports nothing
+    from the training loop that uses it)."""
+
+    best_epoch: int
+    best_state: dict | None
+
+    def record(self) -> dict: ...
+
+    def restore_record(self, record: dict, best_state: dict) -> None: ...
+
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
