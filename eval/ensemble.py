@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from eval.baselines import NgramBaseline
 from triage_model.calibration import fit_temperature
@@ -43,7 +44,7 @@ def ensemble_targets(
     probs = {h: np.zeros((len(texts), len(labels)), dtype=np.float64) for h, labels in HEADS.items()}
     triggers = None
     for predictor in predictors:
-        logits = predictor.logits(list(texts), batch_size)
+        logits = _logits_in_chunks(predictor, texts, batch_size)
         for h in HEADS:
             probs[h] += softmax(logits[h], predictor.meta.temperatures.get(h, 1.0)) / len(predictors)
         if TRIGGER_HEAD in logits:
@@ -57,6 +58,19 @@ def ensemble_targets(
         raise ValueError("no teacher has the trigger head")
     out[TRIGGER_HEAD] = triggers.astype(np.float32)
     return out
+
+
+def _logits_in_chunks(predictor: TriagePredictor, texts: Sequence[str], batch_size: int, chunk: int = 2048) -> dict[str, np.ndarray]:
+    """The predictor's logits over ``texts`` in chunks, so a 50,000-text targets run shows progress and an ETA
+    (one call over all of them runs for half an hour without a word)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    with tqdm(total=len(texts), desc=f"teacher {predictor.version}", unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            piece = list(texts[start : start + chunk])
+            for name, values in predictor.logits(piece, batch_size).items():
+                parts.setdefault(name, []).append(values)
+            bar.update(len(piece))
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 BLEND_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(17))

@@ -110,3 +110,23 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
     export(student_dir, tmp_path / "onnx")
     student = TriagePredictor.from_pretrained(tmp_path / "onnx")
     assert len(student.predict(["快递三天没到"])) == 1
+
+
+def test_ensemble_targets_in_chunks_equal_one_call_and_are_distributions() -> None:
+    """The targets run scores its texts in chunks (for a progress bar); chunking must not change a target."""
+    from eval.ensemble import _logits_in_chunks, ensemble_targets
+    from triage_model.model_dir import STUDENT_MODEL_DIR
+    from triage_model.predictor import TriagePredictor
+
+    predictor = TriagePredictor.from_pretrained(STUDENT_MODEL_DIR)
+    texts = ["快递三天没动了", "充电器冒烟了，差点着火！！", "客服态度很差", "想咨询一下会员怎么退", "退款什么时候到账"] * 2
+    whole = predictor.logits(texts)
+    chunked = _logits_in_chunks(predictor, texts, batch_size=4, chunk=3)
+    assert set(chunked) == set(whole)
+    for name, values in whole.items():
+        assert chunked[name].shape == values.shape
+        np.testing.assert_allclose(chunked[name], values, atol=0.05)
+    targets = ensemble_targets([predictor], texts)
+    for head in HEADS:
+        np.testing.assert_allclose(np.exp(targets[head]).sum(axis=1), 1.0, atol=1e-3)
+    assert targets[OUTPUTS[-1]].shape == (len(texts), len(TEXT_TRIGGERS))
