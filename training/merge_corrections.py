@@ -106,7 +106,7 @@ class MergeResult:
 
 
 @dataclass
-class _Line:
+class DataLine:
     """One line of a data file: its exact bytes, and its JSON object when it parses to one."""
 
     raw: str
@@ -120,14 +120,14 @@ def _split_lines(text: str) -> list[str]:
     return [*lines, parts[-1]] if parts[-1] else lines
 
 
-def _read_data_file(path: Path) -> list[_Line]:
+def read_data_file(path: Path) -> list[DataLine]:
     out = []
     for raw in _split_lines(path.read_text(encoding="utf-8")):
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError:
             obj = None
-        out.append(_Line(raw, obj if isinstance(obj, dict) else None))
+        out.append(DataLine(raw, obj if isinstance(obj, dict) else None))
     return out
 
 
@@ -183,9 +183,9 @@ class _Merger:
     def __init__(self, data_dir: Path, allow_test_edits: bool) -> None:
         self.allow_test_edits = allow_test_edits
         self.merged_path = data_dir / MERGED_DATA_FILE
-        self.files = {p: _read_data_file(p) for p in data_files(data_dir)}
+        self.files = {p: read_data_file(p) for p in data_files(data_dir)}
         self.files.setdefault(self.merged_path, [])
-        self.by_text: dict[str, tuple[Path, _Line]] = {}
+        self.by_text: dict[str, tuple[Path, DataLine]] = {}
         for path, lines in self.files.items():
             for line in lines:
                 if line.obj is not None and isinstance(line.obj.get("text"), str):
@@ -252,7 +252,7 @@ class _Merger:
         lines = self.files[self.merged_path]
         if lines and not lines[-1].raw.endswith("\n"):
             lines[-1].raw += "\n"
-        lines.append(_Line(json.dumps(new_row, ensure_ascii=False) + "\n", new_row))
+        lines.append(DataLine(json.dumps(new_row, ensure_ascii=False) + "\n", new_row))
         self.by_text[key] = (self.merged_path, lines[-1])
         self._near.add(row_id, text)
         self.changed.add(self.merged_path)

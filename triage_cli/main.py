@@ -697,6 +697,31 @@ def data_merge_corrections(
         typer.echo(f"next: `triage data validate --data-dir {data_dir}` and retrain")
 
 
+@data_app.command("relabel")
+def data_relabel(
+    changes: Annotated[Path, typer.Argument(help="JSONL of reviewed changes: id, head, old, new, task, reason (the relabel-log format)")],
+    data_dir: DataDirOpt = Path("labeled_data"),
+    allow_test_edits: Annotated[bool, typer.Option("--allow-test-edits", help="also relabel rows of the fixed test split")] = False,
+) -> None:
+    """Apply a reviewed relabel pass: each change only where the row still has the label the reviewer read
+    (stale ones are reported), new labels checked against the schema, every applied change logged in
+    relabel_log.jsonl. Safe to run twice."""
+    from training.relabel import apply_relabels, read_changes
+
+    if not changes.is_file():
+        _fail(f"no changes file at {changes}")
+    parsed, bad = read_changes(changes)
+    result = apply_relabels(data_dir, parsed, allow_test_edits=allow_test_edits)
+    for where, why in [*bad, *result.refused]:
+        typer.secho(f"not applied: {where}: {why}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(", ".join(f"{k}: {v}" for k, v in result.counts().items()) + (f"; malformed lines: {len(bad)}" if bad else ""))
+    if result.splits:
+        typer.echo("rows changed per split: " + ", ".join(f"{k} {v}" for k, v in sorted(result.splits.items())))
+        typer.echo(f"next: `triage data validate --data-dir {data_dir}` and retrain")
+    if bad or result.refused:
+        raise typer.Exit(1)
+
+
 @data_app.command("suggest")
 def data_suggest(
     input: Annotated[Path, typer.Option("--input", "-i", help="unlabeled .jsonl or .csv (id, text)", exists=True, dir_okay=False)],
