@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from eval.baselines import NgramBaseline
 from triage_model.calibration import fit_temperature
 from triage_model.decision import fit_fbeta_threshold, fit_recall_threshold, recall_at, softmax
+from triage_model.distill_targets import logits_with_progress
 from triage_model.labeled_data import gold_ids, load_labeled
 from triage_model.metrics import head_metrics
 from triage_model.model_dir import CARD_FILE, METRICS_FILE, read_metrics, write_meta
@@ -44,7 +44,7 @@ def ensemble_targets(
     probs = {h: np.zeros((len(texts), len(labels)), dtype=np.float64) for h, labels in HEADS.items()}
     triggers = None
     for predictor in predictors:
-        logits = _logits_in_chunks(predictor, texts, batch_size)
+        logits = logits_with_progress(predictor, texts, batch_size)
         for h in HEADS:
             probs[h] += softmax(logits[h], predictor.meta.temperatures.get(h, 1.0)) / len(predictors)
         if TRIGGER_HEAD in logits:
@@ -58,19 +58,6 @@ def ensemble_targets(
         raise ValueError("no teacher has the trigger head")
     out[TRIGGER_HEAD] = triggers.astype(np.float32)
     return out
-
-
-def _logits_in_chunks(predictor: TriagePredictor, texts: Sequence[str], batch_size: int, chunk: int = 2048) -> dict[str, np.ndarray]:
-    """The predictor's logits over ``texts`` in chunks, so a 50,000-text targets run shows progress and an ETA
-    (one call over all of them runs for half an hour without a word)."""
-    parts: dict[str, list[np.ndarray]] = {}
-    with tqdm(total=len(texts), desc=f"teacher {predictor.version}", unit="text") as bar:
-        for start in range(0, len(texts), chunk):
-            piece = list(texts[start : start + chunk])
-            for name, values in predictor.logits(piece, batch_size).items():
-                parts.setdefault(name, []).append(values)
-            bar.update(len(piece))
-    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 BLEND_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(17))

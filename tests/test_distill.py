@@ -114,14 +114,15 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
 
 def test_ensemble_targets_in_chunks_equal_one_call_and_are_distributions() -> None:
     """The targets run scores its texts in chunks (for a progress bar); chunking must not change a target."""
-    from eval.ensemble import _logits_in_chunks, ensemble_targets
+    from eval.ensemble import ensemble_targets
+    from triage_model.distill_targets import logits_with_progress
     from triage_model.model_dir import STUDENT_MODEL_DIR
     from triage_model.predictor import TriagePredictor
 
     predictor = TriagePredictor.from_pretrained(STUDENT_MODEL_DIR)
     texts = ["快递三天没动了", "充电器冒烟了，差点着火！！", "客服态度很差", "想咨询一下会员怎么退", "退款什么时候到账"] * 2
     whole = predictor.logits(texts)
-    chunked = _logits_in_chunks(predictor, texts, batch_size=4, chunk=3)
+    chunked = logits_with_progress(predictor, texts, batch_size=4, chunk=3)
     assert set(chunked) == set(whole)
     for name, values in whole.items():
         assert chunked[name].shape == values.shape

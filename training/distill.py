@@ -59,7 +59,7 @@ from training.train import (
     to_dataset,
 )
 from training.validate import NearDuplicateIndex
-from triage_model.distill_targets import OUTPUTS, load_targets
+from triage_model.distill_targets import OUTPUTS, load_targets, logits_with_progress
 from triage_model.labeled_data import LabeledRow, load_labeled, trigger_targets
 from triage_model.model_dir import TOKENIZER_FILE
 from triage_model.normalize import normalize_text
@@ -196,14 +196,9 @@ def teacher_logits(teacher_dirs: Sequence[Path], texts: Sequence[str], cache_dir
             return {name: stored[name] for name in OUTPUTS}
     summed: dict[str, np.ndarray] = {}
     for teacher in teachers:
-        out = {name: [] for name in OUTPUTS}
-        chunk = 512
-        for start in tqdm(range(0, len(texts), chunk), desc=f"teacher {teacher.version}", unit="chunk"):
-            logits = teacher.logits(list(texts[start : start + chunk]), batch_size=32)
-            for name in OUTPUTS:
-                out[name].append(logits[name])
+        logits = logits_with_progress(teacher, texts)
         for name in OUTPUTS:
-            summed[name] = summed.get(name, 0) + np.concatenate(out[name])
+            summed[name] = summed.get(name, 0) + logits[name]
     averaged = {name: (summed[name] / len(teachers)).astype(np.float32) for name in OUTPUTS}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, **averaged)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS, TRIGGER_HEAD
 
 TARGETS_FORMAT = "triage-distill-targets/1"
@@ -51,3 +53,18 @@ def load_targets(path: Path, texts: Sequence[str]) -> tuple[dict[str, np.ndarray
     if meta.get("texts_key") != texts_key(texts):
         raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `triage distill-targets` again")
     return targets, meta
+
+
+def logits_with_progress(
+    predictor: TriagePredictor, texts: Sequence[str], batch_size: int = 32, chunk: int = 2048
+) -> dict[str, np.ndarray]:
+    """The predictor's raw logits over ``texts``, scored in chunks under a progress bar with an ETA: a teacher
+    labels ~60,000 texts for a student, which runs for half an hour and would otherwise say nothing."""
+    parts: dict[str, list[np.ndarray]] = {}
+    with tqdm(total=len(texts), desc=f"teacher {predictor.version}", unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            piece = list(texts[start : start + chunk])
+            for name, values in predictor.logits(piece, batch_size).items():
+                parts.setdefault(name, []).append(values)
+            bar.update(len(piece))
+    return {name: np.concatenate(values) for name, values in parts.items()}
