@@ -6,7 +6,9 @@ weight. Printing both side by side in ``triage evaluate`` / ``report`` / ``promo
 keeps that gap visible, and ``triage promote`` refuses a model that is not ahead of it on every head.
 
 The baseline reads the same normalised text the model reads (``normalize_text``) and is decided by plain
-argmax (it has no calibrated 一级 threshold).
+argmax (it has no calibrated 一级 threshold). Because the served model lowers its 一级 threshold to buy recall
+(and pays for it in 一级 precision, hence in severity macro-F1), ``severity_at_recall`` also scores the
+baseline at the model's own 一级 recall: the comparison at one operating point.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from triage_model.decision import fit_recall_threshold, recall_at
 from triage_model.labeled_data import LabeledRow, load_labeled
 from triage_model.metrics import head_metrics
 from triage_model.normalize import normalize_text
-from triage_model.schema import HEADS, label_to_id
+from triage_model.schema import CRITICAL_SEVERITY, HEADS, label_to_id
 
 C_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 NGRAM_RANGE = (1, 3)
@@ -89,21 +92,68 @@ def fit_baseline(data_dir, seed: int = 0) -> NgramBaseline:
     return NgramBaseline(seed=seed).fit(data.split("train"), data.split("dev"))
 
 
-def baseline_summary(baseline: NgramBaseline, rows: Sequence[LabeledRow]) -> dict[str, object]:
-    """Per head: macro-F1 / accuracy of the baseline on ``rows`` (plus 一级 recall), and the chosen C."""
-    metrics = baseline.evaluate(rows)
+def severity_at_recall(probs: np.ndarray, gold: np.ndarray, recall: float) -> dict[str, float]:
+    """The baseline's severity metrics with its 一级 threshold lowered until its 一级 recall on these rows
+    reaches ``recall`` (the model's): macro-F1 at the same operating point as the model.
+
+    The threshold is fitted on the very rows it is scored on, which flatters the baseline, so a model
+    ahead of this figure is ahead for real. Where no threshold down to 0.05 reaches ``recall``, the
+    reported recall is lower than asked."""
+    idx = label_to_id("severity", CRITICAL_SEVERITY)
+    threshold = fit_recall_threshold(probs, gold, idx, recall)
+    m = head_metrics(probs, gold, HEADS["severity"], {CRITICAL_SEVERITY: threshold})
+    got_recall, precision = recall_at(probs, gold, idx, threshold)
     return {
+        "threshold": threshold,
+        "target_recall": round(float(recall), 4),
+        "recall": round(got_recall, 4),
+        "precision": round(precision, 4),
+        "macro_f1": m["macro_f1"],
+        "accuracy": m["accuracy"],
+    }
+
+
+def baseline_summary(baseline: NgramBaseline, rows: Sequence[LabeledRow], model_heads: dict[str, dict] | None = None) -> dict[str, object]:
+    """Per head: macro-F1 / accuracy of the baseline on ``rows`` (plus 一级 recall), and the chosen C; with the
+    model's ``model_heads``, also the baseline's severity at the model's 一级 recall (``severity_at_model_recall``)."""
+    probs = baseline.predict_proba([r.text for r in rows])
+    metrics = {head: head_metrics(probs[head], _labels(rows, head), HEADS[head]) for head in HEADS}
+    out: dict[str, object] = {
         "model": "char 1-3-gram TF-IDF + logistic regression",
         "n": len(rows),
         "chosen_c": dict(baseline.chosen_c_),
         "heads": metrics,
     }
+    if model_heads is not None:
+        model_recall = model_heads["severity"]["per_class"][CRITICAL_SEVERITY]["recall"]
+        out["severity_at_model_recall"] = severity_at_recall(probs["severity"], _labels(rows, "severity"), model_recall)
+    return out
 
 
-def side_by_side(model_heads: dict[str, dict], baseline_heads: dict[str, dict]) -> list[dict[str, object]]:
-    """Rows of (head, model macro-F1, baseline macro-F1, gap in points): the table every evaluation prints."""
+def side_by_side(
+    model_heads: dict[str, dict], baseline_heads: dict[str, dict], severity_matched: dict[str, float] | None = None
+) -> list[dict[str, object]]:
+    """Rows of (head, model macro-F1, baseline macro-F1, gap in points): the table every evaluation prints.
+    With ``severity_matched`` (``severity_at_recall``), the severity row also carries the baseline at the
+    model's 一级 recall and that gap."""
     out = []
     for head in HEADS:
         m, b = model_heads[head]["macro_f1"], baseline_heads[head]["macro_f1"]
-        out.append({"head": head, "model_macro_f1": round(m, 4), "baseline_macro_f1": round(b, 4), "gap_points": round(100 * (m - b), 1)})
+        row: dict[str, object] = {
+            "head": head,
+            "model_macro_f1": round(m, 4),
+            "baseline_macro_f1": round(b, 4),
+            "gap_points": round(100 * (m - b), 1),
+        }
+        if head == "severity" and severity_matched is not None:
+            row["baseline_macro_f1_at_model_recall"] = round(severity_matched["macro_f1"], 4)
+            row["gap_points_at_model_recall"] = round(100 * (m - severity_matched["macro_f1"]), 1)
+        out.append(row)
     return out
+
+
+def matched_cell(row: dict[str, object]) -> str:
+    """The 'baseline at the model's 一级 recall (gap)' cell of a side-by-side row; '—' for heads without one."""
+    if "baseline_macro_f1_at_model_recall" not in row:
+        return "—"
+    return f"{row['baseline_macro_f1_at_model_recall']:.3f} ({row['gap_points_at_model_recall']:+.1f})"

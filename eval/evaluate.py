@@ -49,8 +49,8 @@ def evaluate_split(
         heads["trigger_fusion"] = decisions.report()
     metrics = {"model_version": predictor.version, "split": split, "n": len(rows), "heads": heads}
     if baseline is not None:
-        metrics["baseline"] = baseline_summary(baseline, rows)
-        metrics["vs_baseline"] = side_by_side(heads, metrics["baseline"]["heads"])
+        metrics["baseline"] = baseline_summary(baseline, rows, heads)
+        metrics["vs_baseline"] = side_by_side(heads, metrics["baseline"]["heads"], metrics["baseline"]["severity_at_model_recall"])
     esc_path = Path(data_dir) / ESCALATION_SET_IN_DATA
     if escalation and esc_path.exists():
         metrics["escalation"] = evaluate_escalation(esc_path, predictor=predictor)

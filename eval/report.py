@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.baselines import NgramBaseline, baseline_summary, side_by_side
+from eval.baselines import NgramBaseline, baseline_summary, matched_cell, side_by_side
 from eval.evaluate import predict_rows
 from triage_model.decision import decide
 from triage_model.labeled_data import LabeledRow, gold_ids, load_labeled, load_labeled_files
@@ -299,8 +299,8 @@ def build_report(
         "chart_font": plots.cjk_font(),
     }
     if baseline is not None:
-        metrics["baseline"] = baseline_summary(baseline, rows)
-        metrics["vs_baseline"] = side_by_side(heads, metrics["baseline"]["heads"])
+        metrics["baseline"] = baseline_summary(baseline, rows, heads)
+        metrics["vs_baseline"] = side_by_side(heads, metrics["baseline"]["heads"], metrics["baseline"]["severity_at_model_recall"])
     flipped = None
     if champion is not None:
         champion_heads = {head: champion.metrics(head) for head in HEADS}
@@ -432,16 +432,29 @@ def render_html(metrics: dict, charts: dict[str, bytes], examples: dict[str, lis
         parts.append("<h2>对比基线 Model vs n-gram baseline</h2>")
         parts.append(
             f"<p class='muted'>基线 baseline: {_e(metrics['baseline']['model'])} (同一训练集, C 在 dev 上选择). "
-            "差距 gap = 模型 − 基线 (macro-F1 百分点); 一个值得部署的模型应该明显领先.</p>"
+            "差距 gap = 模型 − 基线 (macro-F1 百分点); 一个值得部署的模型应该明显领先. 最后一列: 基线的一级阈值调到与模型相同的"
+            "一级召回率 (在这些行上选择, 对基线有利) — the baseline at the model's own 一级 recall.</p>"
         )
         parts.append(
             _table(
-                ("head", "模型 model macro-F1", "基线 baseline macro-F1", "差距 gap (pts)"),
                 (
-                    (_e(r["head"]), f"{r['model_macro_f1']:.3f}", f"{r['baseline_macro_f1']:.3f}", f"{r['gap_points']:+.1f}")
+                    "head",
+                    "模型 model macro-F1",
+                    "基线 baseline macro-F1",
+                    "差距 gap (pts)",
+                    "同一级召回率的基线 baseline at model's 一级 recall",
+                ),
+                (
+                    (
+                        _e(r["head"]),
+                        f"{r['model_macro_f1']:.3f}",
+                        f"{r['baseline_macro_f1']:.3f}",
+                        f"{r['gap_points']:+.1f}",
+                        matched_cell(r),
+                    )
                     for r in metrics["vs_baseline"]
                 ),
-                (False, True, True, True),
+                (False, True, True, True, True),
             )
         )
     if "compare" in metrics and flipped is not None:

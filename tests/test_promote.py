@@ -72,7 +72,7 @@ def evaluator(monkeypatch: pytest.MonkeyPatch, dirs: dict[str, Path]):
         return {"model_version": version, "split": split, "n": 30, "heads": CHAMPION if is_champion else chosen["heads"]}
 
     monkeypatch.setattr(promote_mod, "evaluate_split", fake)
-    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split: BASELINE)
+    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split, model_heads=None: {"heads": BASELINE})
     return chosen
 
 
@@ -137,6 +137,9 @@ def test_a_model_not_ahead_of_the_ngram_baseline_on_every_head_is_refused(
     decision = json.loads((dirs["report"] / DECISION_FILE).read_text(encoding="utf-8"))
     assert [(c["head"], c["metric"]) for c in decision["checks"] if not c["ok"]] == [("sentiment", "macro_f1_vs_ngram_baseline")]
     assert run_promote(dirs, "--tolerance", "0.1", "--no-beat-baseline").exit_code == 0
+    card = (dirs["champion"] / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "| sentiment | 0.550 | 0.550 | +0.0 |" in card, "the card carries the baseline even with the gate off"
+    assert "baseline gate was off" in card
 
 
 def test_tolerance_comes_from_promote_yaml_and_the_flag_overrides_it(
@@ -189,7 +192,7 @@ def test_first_install_still_requires_beating_the_n_gram_baseline(dirs: dict[str
     """--first skips the champion comparison, not the baseline gate: nothing is installed behind the baseline."""
     fresh = {**dirs, "champion": tmp_path / "bundled" / "student_model"}
     unbeatable = metrics({"category": 0.99, "severity": 0.99, "sentiment": 0.99}, 0.99)
-    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split: unbeatable)
+    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split, model_heads=None: {"heads": unbeatable})
     result = run_promote(fresh, "--first")
     assert result.exit_code == 1 and "baseline" in result.output, result.output
     assert not fresh["champion"].exists()

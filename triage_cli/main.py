@@ -297,13 +297,19 @@ def _print_vs_baseline(rows: list[dict], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from eval.baselines import matched_cell
+
     table = Table(title=title)
-    for col in ("head", "model macro-F1", "baseline macro-F1", "gap (points)"):
+    for col in ("head", "model macro-F1", "baseline macro-F1", "gap (points)", "baseline at the model's 一级 recall (gap)"):
         table.add_column(col)
     for r in rows:
         colour = "green" if r["gap_points"] > 0 else "red"
         table.add_row(
-            r["head"], f"{r['model_macro_f1']:.3f}", f"{r['baseline_macro_f1']:.3f}", f"[{colour}]{r['gap_points']:+.1f}[/{colour}]"
+            r["head"],
+            f"{r['model_macro_f1']:.3f}",
+            f"{r['baseline_macro_f1']:.3f}",
+            f"[{colour}]{r['gap_points']:+.1f}[/{colour}]",
+            matched_cell(r),
         )
     Console().print(table)
 
