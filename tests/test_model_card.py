@@ -1,0 +1,21 @@
+"""The card's "Reproduce" command must rebuild the model it describes, not the default recipe."""
+
+from __future__ import annotations
+
+from training.config import load_config, parse_overrides
+from training.model_card import DEFAULT_TRAIN_CONFIG, _train_flags
+
+
+def test_a_default_run_needs_no_flags_and_where_it_ran_is_not_part_of_the_recipe() -> None:
+    cfg = load_config(DEFAULT_TRAIN_CONFIG).model_dump(mode="json")
+    assert _train_flags(cfg) == ""
+    assert _train_flags({**cfg, "output_dir": "runs/elsewhere", "num_threads": 2, "resume": True}) == ""
+
+
+def test_the_flags_a_warm_started_run_was_given_round_trip_through_the_cli_parser() -> None:
+    cfg = load_config(DEFAULT_TRAIN_CONFIG).model_dump(mode="json")
+    given = {"init_from": "runs/v7-teacher", "epochs": 2, "freeze_layers": 0, "layerwise_lr_decay": 0.85, "train_fraction": None}
+    flags = _train_flags({**cfg, **given})
+    assert "--init-from runs/v7-teacher" in flags and "--freeze-layers 0" in flags and "--train-fraction" not in flags
+    parsed = parse_overrides([part.strip("'") for part in flags.split()])
+    assert parsed == {k: v for k, v in given.items() if v is not None}
