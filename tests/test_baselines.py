@@ -56,3 +56,12 @@ def test_side_by_side_carries_the_matched_figure_on_the_severity_row_only() -> N
     assert by_head["severity"]["gap_points_at_model_recall"] == pytest.approx(5.0)
     assert matched_cell(by_head["severity"]) == "0.750 (+5.0)" and matched_cell(by_head["category"]) == "—"
     assert all("baseline_macro_f1_at_model_recall" not in r for r in side_by_side(heads, base))
+
+
+def test_the_sweep_trades_precision_for_recall_as_the_threshold_falls() -> None:
+    from eval.severity_sweep import sweep
+
+    curve = sweep(PROBS, GOLD, (0.5, 0.25))
+    assert curve[0]["recall"] == pytest.approx(0.5) and curve[1]["recall"] == pytest.approx(1.0)
+    assert curve[1]["precision"] == pytest.approx(0.8)
+    assert curve[1]["macro_f1"] == pytest.approx(severity_at_recall(PROBS, GOLD, 1.0)["macro_f1"])
