@@ -72,7 +72,7 @@ def evaluator(monkeypatch: pytest.MonkeyPatch, dirs: dict[str, Path]):
         return {"model_version": version, "split": split, "n": 30, "heads": CHAMPION if is_champion else chosen["heads"]}
 
     monkeypatch.setattr(promote_mod, "evaluate_split", fake)
-    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split, model_heads=None: {"heads": BASELINE})
+    monkeypatch.setattr(promote_mod, "measure_baseline", lambda data_dir, split, model_heads=None: {"heads": BASELINE})
     return chosen
 
 
@@ -192,7 +192,7 @@ def test_first_install_still_requires_beating_the_n_gram_baseline(dirs: dict[str
     """--first skips the champion comparison, not the baseline gate: nothing is installed behind the baseline."""
     fresh = {**dirs, "champion": tmp_path / "bundled" / "student_model"}
     unbeatable = metrics({"category": 0.99, "severity": 0.99, "sentiment": 0.99}, 0.99)
-    monkeypatch.setattr(promote_mod, "baseline_heads", lambda data_dir, split, model_heads=None: {"heads": unbeatable})
+    monkeypatch.setattr(promote_mod, "measure_baseline", lambda data_dir, split, model_heads=None: {"heads": unbeatable})
     result = run_promote(fresh, "--first")
     assert result.exit_code == 1 and "baseline" in result.output, result.output
     assert not fresh["champion"].exists()

@@ -99,7 +99,7 @@ def baseline_checks(baseline_heads: dict[str, dict], challenger_heads: dict[str,
     return out
 
 
-def baseline_heads(data_dir: Path, split: str, model_heads: dict[str, dict] | None = None) -> dict[str, object]:
+def measure_baseline(data_dir: Path, split: str, model_heads: dict[str, dict] | None = None) -> dict[str, object]:
     """The n-gram baseline (train split, C on dev) measured on ``split``: what the challenger must beat. Its
     per-head metrics are under ``heads``; with the challenger's ``model_heads``, its severity at the
     challenger's 一级 recall is under ``severity_at_model_recall``."""
@@ -226,7 +226,7 @@ def promote(challenger: Path, config: PromoteConfig, first: bool = False) -> Dec
     champion_eval = evaluate_split(champion, config.data_dir, config.split, escalation=False) if has_champion else None
     checks = decide(champion_eval["heads"], challenger_eval["heads"], config.tolerance) if champion_eval else []
     # measured even when the gate is off, so the installed card always carries the baseline beside the model
-    baseline = baseline_heads(config.data_dir, config.split, challenger_eval["heads"])
+    baseline = measure_baseline(config.data_dir, config.split, challenger_eval["heads"])
     if config.beat_baseline:
         checks += baseline_checks(baseline["heads"], challenger_eval["heads"], config.baseline_margin)
     decision = Decision(
