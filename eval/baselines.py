@@ -80,8 +80,12 @@ class NgramBaseline:
         return {head: _full_proba(self.classifiers_[head], x, len(HEADS[head])) for head in HEADS}
 
     def evaluate(self, rows: Sequence[LabeledRow]) -> dict[str, dict]:
-        probs = self.predict_proba([r.text for r in rows])
-        return {head: head_metrics(probs[head], _labels(rows, head), HEADS[head]) for head in HEADS}
+        return heads_metrics(self.predict_proba([r.text for r in rows]), rows)
+
+
+def heads_metrics(probs: dict[str, np.ndarray], rows: Sequence[LabeledRow]) -> dict[str, dict]:
+    """Per head: argmax metrics of the baseline's ``probs`` against ``rows``' gold labels."""
+    return {head: head_metrics(probs[head], _labels(rows, head), HEADS[head]) for head in HEADS}
 
 
 def fit_baseline(data_dir, seed: int = 0) -> NgramBaseline:
@@ -99,30 +103,27 @@ def severity_at_recall(probs: np.ndarray, gold: np.ndarray, recall: float) -> di
     The threshold is fitted on the very rows it is scored on, which flatters the baseline, so a model
     ahead of this figure is ahead for real. Where no threshold down to 0.05 reaches ``recall``, the
     reported recall is lower than asked."""
-    idx = label_to_id("severity", CRITICAL_SEVERITY)
-    threshold = fit_recall_threshold(probs, gold, idx, recall)
+    threshold = fit_recall_threshold(probs, gold, label_to_id("severity", CRITICAL_SEVERITY), recall)
+    at = severity_at_threshold(probs, gold, threshold)
+    return {**at, "target_recall": round(float(recall), 4), "recall": round(at["recall"], 4), "precision": round(at["precision"], 4)}
+
+
+def severity_at_threshold(probs: np.ndarray, gold: np.ndarray, threshold: float) -> dict[str, float]:
+    """Severity macro-F1 and accuracy, and 一级 recall and precision, under the served rule at one 一级 threshold."""
     m = head_metrics(probs, gold, HEADS["severity"], {CRITICAL_SEVERITY: threshold})
-    got_recall, precision = recall_at(probs, gold, idx, threshold)
-    return {
-        "threshold": threshold,
-        "target_recall": round(float(recall), 4),
-        "recall": round(got_recall, 4),
-        "precision": round(precision, 4),
-        "macro_f1": m["macro_f1"],
-        "accuracy": m["accuracy"],
-    }
+    recall, precision = recall_at(probs, gold, label_to_id("severity", CRITICAL_SEVERITY), threshold)
+    return {"threshold": threshold, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "recall": recall, "precision": precision}
 
 
 def baseline_summary(baseline: NgramBaseline, rows: Sequence[LabeledRow], model_heads: dict[str, dict] | None = None) -> dict[str, object]:
     """Per head: macro-F1 / accuracy of the baseline on ``rows`` (plus 一级 recall), and the chosen C; with the
     model's ``model_heads``, also the baseline's severity at the model's 一级 recall (``severity_at_model_recall``)."""
     probs = baseline.predict_proba([r.text for r in rows])
-    metrics = {head: head_metrics(probs[head], _labels(rows, head), HEADS[head]) for head in HEADS}
     out: dict[str, object] = {
         "model": "char 1-3-gram TF-IDF + logistic regression",
         "n": len(rows),
         "chosen_c": dict(baseline.chosen_c_),
-        "heads": metrics,
+        "heads": heads_metrics(probs, rows),
     }
     if model_heads is not None:
         model_recall = model_heads["severity"]["per_class"][CRITICAL_SEVERITY]["recall"]

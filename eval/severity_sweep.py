@@ -14,26 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.baselines import fit_baseline
+from eval.baselines import fit_baseline, severity_at_threshold
 from eval.evaluate import split_rows
-from triage_model.decision import recall_at
 from triage_model.labeled_data import gold_ids
-from triage_model.metrics import head_metrics
 from triage_model.predictor import TriagePredictor
-from triage_model.schema import CRITICAL_SEVERITY, HEADS, label_to_id
 
 THRESHOLDS: tuple[float, ...] = (0.15, 0.20, 0.24, 0.30, 0.35, 0.40, 0.50)
 
 
 def sweep(probs: np.ndarray, gold: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict[str, float]]:
     """Per threshold: severity macro-F1 and accuracy, and 一级 recall and precision under the served rule."""
-    idx = label_to_id("severity", CRITICAL_SEVERITY)
-    out = []
-    for t in thresholds:
-        m = head_metrics(probs, gold, HEADS["severity"], {CRITICAL_SEVERITY: t})
-        recall, precision = recall_at(probs, gold, idx, t)
-        out.append({"threshold": t, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "recall": recall, "precision": precision})
-    return out
+    return [severity_at_threshold(probs, gold, t) for t in thresholds]
 
 
 def main(argv: list[str] | None = None) -> None:
