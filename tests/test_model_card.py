@@ -19,3 +19,22 @@ def test_the_flags_a_warm_started_run_was_given_round_trip_through_the_cli_parse
     assert "--init-from runs/v7-teacher" in flags and "--freeze-layers 0" in flags and "--train-fraction" not in flags
     parsed = parse_overrides([part.strip("'") for part in flags.split()])
     assert parsed == {k: v for k, v in given.items() if v is not None}
+
+
+def test_a_students_flags_are_read_against_the_distill_config_and_round_trip() -> None:
+    from training.config import DistillConfig
+    from training.model_card import DEFAULT_DISTILL_CONFIG
+
+    cfg = load_config(DEFAULT_DISTILL_CONFIG, DistillConfig).model_dump(mode="json")
+    assert _train_flags(cfg, DEFAULT_DISTILL_CONFIG) == ""
+    given = {
+        "teacher_dirs": ["runs/v8m-onnx"],
+        "init_from": "runs/student-v11",
+        "epochs": 1,
+        "targets_file": "runs/targets-v8.npz",
+        "head_loss_weights": {"category": 1.0, "severity": 1.5, "sentiment": 1.0},
+    }
+    flags = _train_flags({**cfg, **given}, DEFAULT_DISTILL_CONFIG)
+    assert "--targets-file runs/targets-v8.npz" in flags and "--alpha" not in flags
+    parsed = parse_overrides([part.strip("'") for part in flags.split()], DistillConfig)
+    assert parsed == given

@@ -52,34 +52,43 @@ def _layers(model_dir: Path) -> str:
 
 
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+DEFAULT_DISTILL_CONFIG = Path(__file__).resolve().parent / "configs" / "distill.yaml"
 _NOT_RECIPE = frozenset({"output_dir", "data_dir", "evaluate_test", "num_threads", "resume", "limit_eval_rows"})
 """Training options that say where or how a run was executed, not what model it makes."""
 
 
-def _train_flags(train_config: dict) -> str:
-    """The options this run was given beyond ``training/configs/default.yaml`` (a warm start, more epochs, full
-    fine-tuning ...), as command-line flags, so the card's command rebuilds this model and not the default recipe."""
+def _train_flags(train_config: dict, base_config: Path = DEFAULT_TRAIN_CONFIG) -> str:
+    """The options this run was given beyond ``base_config`` (a warm start, more epochs, full fine-tuning, a
+    student's targets file ...), as command-line flags, so the card's command rebuilds this model and not the
+    recipe its config file describes."""
     import json
 
-    from training.config import load_config
+    from training.config import DistillConfig, TrainConfig, load_config
 
-    base = load_config(DEFAULT_TRAIN_CONFIG).model_dump(mode="json")
+    cls = DistillConfig if "teacher_dirs" in train_config else TrainConfig
+    base = load_config(base_config, cls).model_dump(mode="json")
     flags = []
     for key, value in train_config.items():
         if key in _NOT_RECIPE or key not in base or base[key] == value:
             continue
-        shown = "null" if value is None else f"'{json.dumps(value, ensure_ascii=False)}'" if isinstance(value, list | dict) else value
+        if value is None:
+            shown = "null"
+        elif isinstance(value, list | dict):  # compact JSON (YAML reads it back) without spaces, so it stays one argument
+            shown = f"'{json.dumps(value, ensure_ascii=False, separators=(',', ':'))}'"
+        else:
+            shown = value
         flags.append(f" --{key.replace('_', '-')} {shown}")
     return "".join(flags)
 
 
 def _reproduce_commands(meta: ModelMeta) -> str:
     """The commands that rebuild this model, with the folder it was really written to (read from its training
-    config, not assumed) and the options it was trained with, and ``triage distill`` for a student (its config
-    names teachers)."""
+    config, not assumed) and the options it was trained with beyond the config file named — ``triage distill``
+    over ``distill.yaml`` for a student (its config names teachers), ``triage train`` over ``default.yaml`` else."""
     out = meta.train_config.get("output_dir", "runs/default")
     if "teacher_dirs" in meta.train_config:
-        first = f"triage distill --config training/configs/distill.yaml --output-dir {out}"
+        flags = _train_flags(meta.train_config, DEFAULT_DISTILL_CONFIG)
+        first = f"triage distill --config training/configs/distill.yaml --output-dir {out}{flags}"
     else:
         first = f"triage train --config training/configs/default.yaml --output-dir {out}{_train_flags(meta.train_config)}"
     return "\n".join(
