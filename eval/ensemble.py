@@ -71,34 +71,18 @@ def export_ngram(baseline: NgramBaseline, path: Path) -> None:
     write_ngram_scorer(path, vec.vocabulary_, vec.idf_, vec.ngram_range, heads)
 
 
-def _critical_threshold(probs: np.ndarray, gold: np.ndarray, beta: float | None, recall: float | None = None) -> dict[str, float]:
-    """The 一级 threshold as it will be served: the F2 fit, lowered (never raised) to reach ``recall`` when given."""
-    if beta is None and recall is None:
+def _critical_threshold(probs: np.ndarray, gold: np.ndarray, beta: float | None) -> dict[str, float]:
+    if beta is None:
         return {}
-    idx = HEADS["severity"].index(CRITICAL_SEVERITY)
-    fitted = fit_fbeta_threshold(probs, gold, idx, beta) if beta is not None else None
-    if recall is None:
-        return {CRITICAL_SEVERITY: fitted}
-    matched = fit_recall_threshold(probs, gold, idx, recall)
-    return {CRITICAL_SEVERITY: matched if fitted is None else min(fitted, matched)}
+    return {CRITICAL_SEVERITY: fit_fbeta_threshold(probs, gold, HEADS["severity"].index(CRITICAL_SEVERITY), beta)}
 
 
 def choose_blend(
-    encoder: dict[str, np.ndarray],
-    ngram: dict[str, np.ndarray],
-    gold: dict[str, np.ndarray],
-    beta: float | None,
-    critical_recall: float | None = None,
+    encoder: dict[str, np.ndarray], ngram: dict[str, np.ndarray], gold: dict[str, np.ndarray], beta: float | None
 ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]], dict[str, list[dict[str, float]]]]:
     """Per head the dev-best n-gram weight (ties go to the smaller weight), the temperature that re-calibrates
     that mixture, the 一级 threshold refitted on the calibrated blend, and the whole curve (weight → dev
-    macro-F1) for the model card.
-
-    Each severity weight is scored at the operating point that will be served: with ``critical_recall`` (a
-    student matched to its teacher, ``--match-recall-of``) at the threshold that reaches that dev recall, not at
-    the F2 fit. Scoring at the F2 point and then moving the threshold picked weights that were best somewhere
-    else on the curve (student v11 on dev: weight 0.40 served 0.840 severity macro-F1 at the matched recall,
-    where 0.50 gives 0.852)."""
+    macro-F1) for the model card."""
     weights: dict[str, float] = {}
     temperatures: dict[str, float] = {}
     thresholds: dict[str, dict[str, float]] = {}
@@ -110,7 +94,7 @@ def choose_blend(
             mix = (1 - w) * encoder[head] + w * ngram[head]
             t = fit_temperature(np.log(np.clip(mix, 1e-12, None)), gold[head])
             probs = blend({head: encoder[head]}, {head: ngram[head]}, {head: w}, {head: t})[head]
-            th = _critical_threshold(probs, gold[head], beta, critical_recall) if head == "severity" else {}
+            th = _critical_threshold(probs, gold[head], beta) if head == "severity" else {}
             f1 = head_metrics(probs, gold[head], labels, th)["macro_f1"]
             curves[head].append({"weight": w, "dev_macro_f1": round(f1, 4)})
             if best is None or f1 > best[0] + 1e-3:
@@ -121,29 +105,27 @@ def choose_blend(
     return weights, temperatures, thresholds, curves
 
 
-def reference_critical_recall(reference_dir: Path, texts: Sequence[str], gold: np.ndarray) -> dict[str, object]:
-    """``reference_dir``'s 一级 recall and precision on these rows, as it is served (its own threshold)."""
-    idx = HEADS["severity"].index(CRITICAL_SEVERITY)
-    reference = TriagePredictor.from_pretrained(reference_dir)
-    probs = reference.predict_proba(list(texts))["severity"]
-    threshold = reference.meta.decision_thresholds.get("severity", {}).get(CRITICAL_SEVERITY, 1.0)
-    recall, precision = recall_at(probs, gold, idx, threshold)
-    return {"reference": reference.version, "reference_dev_recall": round(recall, 4), "reference_dev_precision": round(precision, 4)}
-
-
-def match_critical_recall(probs: np.ndarray, gold: np.ndarray, reference: dict[str, object], fitted: float | None) -> dict[str, object]:
-    """Lower the 一级 threshold until the model's dev recall reaches the reference's (``reference_critical_recall``).
+def match_critical_recall(
+    probs: np.ndarray, gold: np.ndarray, texts: Sequence[str], reference_dir: Path, fitted: float | None
+) -> dict[str, object]:
+    """Lower the 一级 threshold until the model's dev recall reaches ``reference_dir``'s (as served, same rows).
 
     For a student that replaces its teacher: the selection rule says it may not miss more 一级 complaints,
     so its operating point is set on dev to the teacher's recall. The threshold is only ever lowered from
     the F2 fit (``fitted``), never raised: matching cannot cost recall the F2 rule already bought.
     """
     idx = HEADS["severity"].index(CRITICAL_SEVERITY)
-    matched = fit_recall_threshold(probs, gold, idx, float(reference["reference_dev_recall"]))
+    reference = TriagePredictor.from_pretrained(reference_dir)
+    ref_probs = reference.predict_proba(list(texts))["severity"]
+    ref_threshold = reference.meta.decision_thresholds.get("severity", {}).get(CRITICAL_SEVERITY, 1.0)
+    ref_recall, ref_precision = recall_at(ref_probs, gold, idx, ref_threshold)
+    matched = fit_recall_threshold(probs, gold, idx, ref_recall)
     threshold = matched if fitted is None else min(fitted, matched)
     recall, precision = recall_at(probs, gold, idx, threshold)
     return {
-        **reference,
+        "reference": reference.version,
+        "reference_dev_recall": round(ref_recall, 4),
+        "reference_dev_precision": round(ref_precision, 4),
         "f2_threshold": fitted,
         "threshold": threshold,
         "dev_recall": round(recall, 4),
@@ -214,15 +196,12 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall
     gold = gold_ids(dev)
     meta = predictor.meta
     beta = meta.train_config.get("critical_threshold_beta", 2.0)
-    reference = reference_critical_recall(Path(match_recall_of), texts, gold["severity"]) if match_recall_of is not None else None
-    critical_recall = float(reference["reference_dev_recall"]) if reference else None
-    weights, temperatures, thresholds, curves = choose_blend(encoder, ngram, gold, beta, critical_recall)
+    weights, temperatures, thresholds, curves = choose_blend(encoder, ngram, gold, beta)
     blended = blend(encoder, ngram, weights, temperatures)
     matched = None
-    if reference is not None:
-        idx = HEADS["severity"].index(CRITICAL_SEVERITY)
-        fitted = fit_fbeta_threshold(blended["severity"], gold["severity"], idx, beta) if beta is not None else None
-        matched = match_critical_recall(blended["severity"], gold["severity"], reference, fitted)
+    if match_recall_of is not None:
+        fitted = thresholds.get("severity", {}).get(CRITICAL_SEVERITY)
+        matched = match_critical_recall(blended["severity"], gold["severity"], texts, Path(match_recall_of), fitted)
         thresholds["severity"] = {**thresholds.get("severity", {}), CRITICAL_SEVERITY: matched["threshold"]}
 
     def dev_figures(probs: dict[str, np.ndarray], th: dict) -> dict[str, dict[str, float]]:
