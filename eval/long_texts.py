@@ -20,16 +20,18 @@ from triage_model.labeled_data import LabeledRow, gold_ids
 from triage_model.metrics import head_metrics
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS
+from triage_model.tokenization import encode_texts_with_cuts
 
 
-def token_count(predictor: TriagePredictor, text: str) -> int:
-    """Tokens of the normalised text, as the model would read it uncut."""
-    return len(predictor.tokenizer.encode(predictor.prepare(text).text).ids)
+def read_in_part(predictor: TriagePredictor, texts: Sequence[str], max_length: int) -> list[bool]:
+    """Per text, whether the model reading ``max_length`` tokens skips part of it: the predictor's own cut rule
+    (``encode_texts_with_cuts``: prefix and special tokens counted), on the text as the predictor prepares it."""
+    return encode_texts_with_cuts(predictor.tokenizer, [predictor.prepare(t).text for t in texts], max_length)[1]
 
 
-def long_rows(predictor: TriagePredictor, rows: Sequence[LabeledRow], min_tokens: int) -> list[LabeledRow]:
-    """The rows the model reads only in part: more than ``min_tokens`` tokens."""
-    return [r for r in rows if token_count(predictor, r.text) > min_tokens]
+def long_rows(predictor: TriagePredictor, rows: Sequence[LabeledRow], max_length: int) -> list[LabeledRow]:
+    """The rows the model reads only in part at ``max_length`` tokens."""
+    return [r for r, cut in zip(rows, read_in_part(predictor, [r.text for r in rows], max_length), strict=True) if cut]
 
 
 def metrics_at_lengths(predictor: TriagePredictor, rows: Sequence[LabeledRow], lengths: Sequence[int]) -> dict[int, dict[str, dict]]:
