@@ -26,7 +26,7 @@ def test_a_students_flags_are_read_against_the_distill_config_and_round_trip() -
     from training.model_card import DEFAULT_DISTILL_CONFIG
 
     cfg = load_config(DEFAULT_DISTILL_CONFIG, DistillConfig).model_dump(mode="json")
-    assert _train_flags(cfg, DEFAULT_DISTILL_CONFIG) == ""
+    assert _train_flags(cfg) == ""
     given = {
         "teacher_dirs": ["runs/v8m-onnx"],
         "init_from": "runs/student-v11",
@@ -34,7 +34,7 @@ def test_a_students_flags_are_read_against_the_distill_config_and_round_trip() -
         "targets_file": "runs/targets-v8.npz",
         "head_loss_weights": {"category": 1.0, "severity": 1.5, "sentiment": 1.0},
     }
-    flags = _train_flags({**cfg, **given}, DEFAULT_DISTILL_CONFIG)
+    flags = _train_flags({**cfg, **given})
     assert "--targets-file runs/targets-v8.npz" in flags and "--alpha" not in flags
     parsed = parse_overrides([part.strip("'") for part in flags.split()], DistillConfig)
     assert parsed == given

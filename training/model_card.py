@@ -57,16 +57,22 @@ _NOT_RECIPE = frozenset({"output_dir", "data_dir", "evaluate_test", "num_threads
 """Training options that say where or how a run was executed, not what model it makes."""
 
 
-def _train_flags(train_config: dict, base_config: Path = DEFAULT_TRAIN_CONFIG) -> str:
-    """The options this run was given beyond ``base_config`` (a warm start, more epochs, full fine-tuning, a
-    student's targets file ...), as command-line flags, so the card's command rebuilds this model and not the
-    recipe its config file describes."""
+def _recipe(train_config: dict) -> tuple[str, Path]:
+    """The ``triage`` command that made a run and the config file its options are read against: ``distill``
+    over ``distill.yaml`` for a student (its config names teachers), ``train`` over ``default.yaml`` else."""
+    return ("distill", DEFAULT_DISTILL_CONFIG) if "teacher_dirs" in train_config else ("train", DEFAULT_TRAIN_CONFIG)
+
+
+def _train_flags(train_config: dict) -> str:
+    """The options this run was given beyond its recipe's config file (a warm start, more epochs, full
+    fine-tuning, a student's targets file ...), as command-line flags, so the card's command rebuilds this model
+    and not the recipe the config file describes."""
     import json
 
     from training.config import DistillConfig, TrainConfig, load_config
 
-    cls = DistillConfig if "teacher_dirs" in train_config else TrainConfig
-    base = load_config(base_config, cls).model_dump(mode="json")
+    command, base_config = _recipe(train_config)
+    base = load_config(base_config, DistillConfig if command == "distill" else TrainConfig).model_dump(mode="json")
     flags = []
     for key, value in train_config.items():
         if key in _NOT_RECIPE or key not in base or base[key] == value:
@@ -83,14 +89,10 @@ def _train_flags(train_config: dict, base_config: Path = DEFAULT_TRAIN_CONFIG) -
 
 def _reproduce_commands(meta: ModelMeta) -> str:
     """The commands that rebuild this model, with the folder it was really written to (read from its training
-    config, not assumed) and the options it was trained with beyond the config file named — ``triage distill``
-    over ``distill.yaml`` for a student (its config names teachers), ``triage train`` over ``default.yaml`` else."""
+    config, not assumed) and the options it was trained with beyond its recipe's config file (``_recipe``)."""
     out = meta.train_config.get("output_dir", "runs/default")
-    if "teacher_dirs" in meta.train_config:
-        flags = _train_flags(meta.train_config, DEFAULT_DISTILL_CONFIG)
-        first = f"triage distill --config training/configs/distill.yaml --output-dir {out}{flags}"
-    else:
-        first = f"triage train --config training/configs/default.yaml --output-dir {out}{_train_flags(meta.train_config)}"
+    command, config = _recipe(meta.train_config)
+    first = f"triage {command} --config training/configs/{config.name} --output-dir {out}{_train_flags(meta.train_config)}"
     return "\n".join(
         [
             first,
