@@ -131,3 +131,59 @@ def test_ensemble_targets_in_chunks_equal_one_call_and_are_distributions() -> No
     for head in HEADS:
         np.testing.assert_allclose(np.exp(targets[head]).sum(axis=1), 1.0, atol=1e-3)
     assert targets[OUTPUTS[-1]].shape == (len(texts), len(TEXT_TRIGGERS))
+
+
+def tiny_model(layers: int, seed: int):
+    """A random 32-wide XLM-R multi-task model: enough to test the hidden-state loss without the 470 MB encoder."""
+    import torch
+    from transformers import XLMRobertaConfig
+
+    from training.modeling import MultiTaskTriageModel
+
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40
+    )
+    return MultiTaskTriageModel(config, dropout=0.0)
+
+
+def test_hidden_layer_pairs_follow_the_layers_the_student_was_cut_from():
+    pytest.importorskip("torch")
+    from training.config import DistillConfig
+    from training.distill import teacher_layer_map
+
+    assert teacher_layer_map(DistillConfig(), 12, 4) == [(0, 2), (1, 5), (2, 8), (3, 11)]
+    assert teacher_layer_map(DistillConfig(hidden_layers="top"), 12, 4) == [(3, 11)]
+    assert teacher_layer_map(DistillConfig(student_layer_ids=[0, 4, 7, 11]), 12, 4) == [(0, 0), (1, 4), (2, 7), (3, 11)]
+    with pytest.raises(ValueError, match="cannot map"):
+        teacher_layer_map(DistillConfig(), 2, 4)
+
+
+def test_hidden_state_loss_ignores_padding_and_pulls_the_student_towards_the_teacher():
+    torch = pytest.importorskip("torch")
+    from training.distill import hidden_state_loss
+
+    teacher, student = tiny_model(4, seed=1), tiny_model(2, seed=2)
+    ids = torch.randint(3, 50, (6, 12))
+    mask = torch.ones_like(ids)
+    mask[:3, 8:] = 0
+    ids[:3, 8:] = 1
+    pairs = [(0, 1), (1, 3)]
+    with torch.no_grad():
+        _, t_hidden = teacher.forward_with_hidden(ids, mask)
+    assert hidden_state_loss(t_hidden, t_hidden, [(1, 1), (3, 3)], mask).item() == 0.0
+    noisy = [h.clone() for h in t_hidden]
+    noisy[2][:3, 8:] += 5.0  # padding positions of layer 1 only
+    assert hidden_state_loss(noisy, t_hidden, [(1, 1)], mask).item() == 0.0, "padding is not compared"
+
+    def loss() -> torch.Tensor:
+        return hidden_state_loss(student.forward_with_hidden(ids, mask)[1], t_hidden, pairs, mask)
+
+    before = loss().item()
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    for _ in range(30):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert before > 0 and loss().item() < 0.5 * before

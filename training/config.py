@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,6 +88,18 @@ class DistillConfig(TrainConfig):
         None,
         description="soft labels from `triage distill-targets` (an ensemble with the n-gram baseline); "
         "None = the teachers' averaged logits",
+    )
+    hidden_teacher_dir: Path | None = Field(
+        None,
+        description="the teacher's torch run directory (same tokenizer): when set, each student layer's hidden states are "
+        "also pulled towards the teacher layer it was copied from, and the pooled vector towards the teacher's "
+        "(TinyBERT-style); costs one teacher forward pass per batch",
+    )
+    hidden_loss_weight: float = Field(1.0, ge=0.0, description="weight of the hidden-state term against the logit terms")
+    hidden_layers: Literal["all", "top"] = Field(
+        "all",
+        description="which student layers are compared with their teacher layers: all of them, or only the top one "
+        "(whose states the heads read; for a student already trained, whose middle layers have found their own way)",
     )
 
 

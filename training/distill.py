@@ -41,7 +41,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 from training.base_model import ensure_base_encoder
 from training.checkpoint import EpochCheckpoint
 from training.config import DistillConfig
-from training.modeling import MultiTaskTriageModel
+from training.modeling import MultiTaskTriageModel, mean_pool
 from training.train import (
     EarlyStopping,
     build_optimizer,
@@ -230,6 +230,40 @@ def build_student(cfg: DistillConfig) -> MultiTaskTriageModel:
     return seed
 
 
+def teacher_layer_map(cfg: DistillConfig, n_teacher: int, n_student: int) -> list[tuple[int, int]]:
+    """(student layer, teacher layer) pairs compared when distilling hidden states: each student layer and the
+    teacher layer it was copied from, or only the top pair when ``cfg.hidden_layers`` is ``"top"``.
+
+    ``student_layer_ids`` names the copied layers when the student was cut from the teacher with a custom choice;
+    otherwise the default cut (every k-th layer, ending at the top) holds, also for a student continued from an
+    earlier student."""
+    custom = cfg.student_layer_ids
+    ids = custom if custom and len(custom) == n_student else keep_layer_ids(n_teacher, n_student)
+    if len(ids) != n_student or max(ids) >= n_teacher:
+        raise ValueError(f"cannot map {n_student} student layers onto {n_teacher} teacher layers with {ids}")
+    pairs = list(enumerate(ids))
+    return pairs[-1:] if cfg.hidden_layers == "top" else pairs
+
+
+def hidden_state_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int]], attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared distance of the student's token states to the teacher's, layer by paired layer, plus the same
+    for the mean-pooled vector the heads read.
+
+    Why: logits give the student ~20 numbers per text to learn from; the teacher's hidden states give 384 per
+    token, which is what lets a shallow student copy how the deep one reads (TinyBERT). ``student[0]`` and
+    ``teacher[0]`` are the embeddings, so layer j is ``[j + 1]``. Padding tokens are left out.
+    """
+    mask = attention_mask.unsqueeze(-1).to(student[-1].dtype)
+    denom = mask.sum().clamp(min=1.0) * student[-1].shape[-1]
+    total = torch.zeros(())
+    for s, t in pairs:
+        total = total + (((student[s + 1] - teacher[t + 1]) ** 2) * mask).sum() / denom
+    pooled = F.mse_loss(mean_pool(student[-1], attention_mask), mean_pool(teacher[-1], attention_mask))
+    return total / max(len(pairs), 1) + pooled
+
+
 def soft_head_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton's distillation term: T² · KL(teacher_T ‖ student_T), per row."""
     t = temperature
@@ -297,6 +331,17 @@ def distill(cfg: DistillConfig) -> Path:
         ).sum() / labeled.sum().clamp(min=1)
         return total + soft_t + (1 - cfg.alpha) * hard_t
 
+    hidden_teacher = MultiTaskTriageModel.load(cfg.hidden_teacher_dir) if cfg.hidden_teacher_dir else None
+    layer_map = teacher_layer_map(cfg, hidden_teacher.config.num_hidden_layers, model.config.num_hidden_layers) if hidden_teacher else []
+
+    def batch_loss(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        if hidden_teacher is None:
+            return loss_of(model(b["input_ids"], b["attention_mask"]), b)
+        outs, hidden = model.forward_with_hidden(b["input_ids"], b["attention_mask"])
+        with torch.no_grad():
+            _, teacher_hidden = hidden_teacher.forward_with_hidden(b["input_ids"], b["attention_mask"])
+        return loss_of(outs, b) + cfg.hidden_loss_weight * hidden_state_loss(hidden, teacher_hidden, layer_map, b["attention_mask"])
+
     lengths = [len(x) for x in ids]
     stopper = EarlyStopping(cfg.patience)
     checkpoint = EpochCheckpoint.for_run(cfg, dhash)
@@ -308,7 +353,7 @@ def distill(cfg: DistillConfig) -> Path:
         bar = tqdm(length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch), desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
         for idx in bar:
             b = batch_tensors(idx)
-            loss = loss_of(model(b["input_ids"], b["attention_mask"]), b)
+            loss = batch_loss(b)
             optimizer_step(model, loss, optimizer, scheduler)
             running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
@@ -333,6 +378,11 @@ def distill(cfg: DistillConfig) -> Path:
         "sources": {s: sum(t.source.split(":")[0] == s for t in texts) for s in sorted({t.source.split(":")[0] for t in texts})},
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,
+        **(
+            {"hidden_teacher": str(cfg.hidden_teacher_dir), "hidden_layer_pairs": layer_map, "hidden_loss_weight": cfg.hidden_loss_weight}
+            if hidden_teacher
+            else {}
+        ),
     }
     summary = {**data_summary(train_rows, dev_rows, test_rows), "distilled_from": teachers, "distill_texts": len(texts)}
     return save_model_dir(model, tokenizer_file, cfg, cal, metrics, dhash, commit, summary)

@@ -50,6 +50,17 @@ class MultiTaskTriageModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._heads(hidden, attention_mask)
+
+    def forward_with_hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The logits of ``forward`` and every layer's hidden states (embeddings first): what a student
+        distilled layer by layer is compared on. Kept apart from ``forward`` so the exported graph stays lean."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return self._heads(out.last_hidden_state, attention_mask), out.hidden_states
+
+    def _heads(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pooled = self.dropout(mean_pool(hidden, attention_mask))
         return (*(self.heads[name](pooled) for name in HEADS), self.trigger_head(pooled))
 
