@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.baselines import NgramBaseline
-from triage_model.labeled_data import LabeledRow, load_labeled
+from eval.evaluate import split_rows
+from triage_model.labeled_data import LabeledRow
 from triage_model.schema import HEADS
 
 
@@ -46,12 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = load_labeled(args.data_dir)
-    if data.problems:
-        raise SystemExit(f"{len(data.problems)} data problems, first: {data.problems[0]}; run `triage data validate`")
     print(f"| share of train | rows | dev {' | dev '.join(HEADS)} |")
     print("|---|---|" + "---|" * len(HEADS))
-    for point in learning_curve(data.split("train"), data.split("dev"), args.fractions, args.seed):
+    for point in learning_curve(split_rows(args.data_dir, "train"), split_rows(args.data_dir, "dev"), args.fractions, args.seed):
         cells = " | ".join(f"{point[h]:.3f}" for h in HEADS)
         print(f"| {point['fraction']:.0%} | {point['train_rows']} | {cells} |")
 
