@@ -120,25 +120,39 @@ def long_batch() -> dict:
     return {"items": [{"text": f"第{i}次投诉：" + "快递一直没有更新物流信息，客服也联系不上。" * 60} for i in range(64)]}
 
 
-async def hammer(base: str, clients: int, seconds: float) -> list[int]:
+async def hammer(base: str, clients: int, seconds: float) -> tuple[list[int], list[float]]:
+    """``clients`` workers posting one complaint after another; returns (statuses, latencies of the 200s)."""
     statuses: list[int] = []
+    latencies: list[float] = []
     stop = time.monotonic() + seconds
 
     async def worker(client: httpx.AsyncClient, i: int) -> None:
         while time.monotonic() < stop:
+            start = time.perf_counter()
             try:
                 r = await client.post(f"{base}/v1/triage", json={"text": f"{i}号：快递三天没更新，客服也不回"}, headers=TRIAGE, timeout=30)
                 statuses.append(r.status_code)
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
             except httpx.HTTPError:
                 statuses.append(0)
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients)) as client:
         await asyncio.gather(*(worker(client, i) for i in range(clients)))
-    return statuses
+    return statuses, latencies
 
 
 def test_healthz_answers_fast_while_inference_is_saturated(server):
-    async def run() -> tuple[list[float], list[int]]:
+    """/healthz must not wait in the inference queue.
+
+    Bounds are relative to the triage requests' own latency in the same run, not fixed milliseconds:
+    on a 2-core CI machine the load generator, the server's tokenizer and onnxruntime share the cores,
+    so one probe can stall for a scheduler slice whatever the server does. A /healthz stuck behind the
+    queue would take about as long as a queued triage request; one answered on the event loop takes
+    a small fraction of it.
+    """
+
+    async def run() -> tuple[list[float], tuple[list[int], list[float]]]:
         load = asyncio.create_task(hammer(server, 32, 6.0))
         await asyncio.sleep(1.0)
         latencies = []
@@ -151,11 +165,13 @@ def test_healthz_answers_fast_while_inference_is_saturated(server):
                 await asyncio.sleep(0.1)
         return latencies, await load
 
-    latencies, statuses = asyncio.run(run())
+    health, (statuses, triage) = asyncio.run(run())
     assert set(statuses) <= {200, 429, 503}, sorted(set(statuses))
     assert statuses.count(200) > 0
-    assert statistics.median(latencies) < 0.1, f"/healthz median {statistics.median(latencies) * 1000:.0f} ms under load"
-    assert max(latencies) < 0.5
+    health_p50, triage_p50 = statistics.median(health), statistics.median(triage)
+    report = f"/healthz p50 {health_p50 * 1000:.0f} ms, max {max(health) * 1000:.0f} ms; triage p50 {triage_p50 * 1000:.0f} ms"
+    assert health_p50 < 0.25 * triage_p50, report
+    assert statistics.quantiles(health, n=10)[-1] < triage_p50, report
 
 
 def shed_client_gone(base: str) -> float:

@@ -36,7 +36,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after():
         with pytest.raises(QueueFull) as refused:
             async with gate.slot():
                 pass
-        assert time.perf_counter() - start < 0.05 and refused.value.retry_after >= 1
+        assert time.perf_counter() - start < 1.0 and refused.value.retry_after >= 1  # at once, not after timeout_s=5
         release.set()
         await asyncio.gather(holder, waiter)
 
