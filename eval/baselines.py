@@ -90,9 +90,7 @@ def heads_metrics(probs: dict[str, np.ndarray], rows: Sequence[LabeledRow]) -> d
 
 def fit_baseline(data_dir, seed: int = 0) -> NgramBaseline:
     """The baseline trained on ``data_dir``'s train split with ``C`` picked on its dev split."""
-    data = load_labeled(data_dir)
-    if data.problems:
-        raise ValueError(f"{len(data.problems)} data problems, first: {data.problems[0]}; run `triage data validate`")
+    data = load_labeled(data_dir).require_valid()
     return NgramBaseline(seed=seed).fit(data.split("train"), data.split("dev"))
 
 

@@ -182,9 +182,7 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall
     (``match_critical_recall``).
     """
     model_dir = Path(model_dir)
-    data = load_labeled(data_dir)
-    if data.problems:
-        raise ValueError(f"{len(data.problems)} data problems, first: {data.problems[0]}; run `triage data validate`")
+    data = load_labeled(data_dir).require_valid()
     train, dev = data.split("train"), data.split("dev")
     baseline = NgramBaseline(seed=seed).fit(train, dev)
     export_ngram(baseline, model_dir / NGRAM_FILE)

@@ -16,10 +16,7 @@ from triage_model.trigger_decisions import decide_rows
 
 
 def split_rows(data_dir: Path, split: str) -> list[LabeledRow]:
-    data = load_labeled(data_dir)
-    if data.problems:
-        raise ValueError(f"{len(data.problems)} data problems, first: {data.problems[0]}; run `triage data validate`")
-    rows = data.split(split)
+    rows = load_labeled(data_dir).require_valid().split(split)
     if not rows:
         raise ValueError(f"no rows in split {split!r} under {data_dir}")
     return rows

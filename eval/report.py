@@ -84,8 +84,7 @@ def load_rows(data: Path, split: str | None = None) -> tuple[list[LabeledRow], s
         raise ValueError(f"{data}: no such file or folder")
     loaded = load_labeled(data) if data.is_dir() else load_labeled_files([data])
     split = split or ("test" if data.is_dir() else "all")
-    if loaded.problems:
-        raise ValueError(f"{len(loaded.problems)} data problems, first: {loaded.problems[0]}; run `triage data validate`")
+    loaded.require_valid()
     rows = loaded.rows if split == "all" else loaded.split(split)
     if not rows:
         raise ValueError(f"no rows in split {split!r} of {data}")

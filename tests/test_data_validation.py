@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import LABELED, write_jsonl
 from training.validate import Minimums, validate, validate_dir
-from triage_model.labeled_data import assign_splits, load_labeled, split_for_id
+from triage_model.labeled_data import DataProblems, assign_splits, load_labeled, split_for_id
 
 
 def row(i: int, text: str, **kw) -> dict:
@@ -43,6 +45,19 @@ def test_corrupt_rows_are_reported_with_file_and_line(tmp_path):
     assert any("invalid JSON" in p.message for p in data.problems)
     assert any("'快递' is not a category" in p.message for p in data.problems)
     assert any("duplicate id" in p.message for p in data.problems)
+
+
+def test_jobs_refuse_data_with_bad_rows_and_name_the_file_and_line(tmp_path):
+    from eval.evaluate import split_rows
+
+    path = tmp_path / "complaints" / "a.jsonl"
+    write_jsonl(path, [row(i, f"第{i}单快递三天没到，电话也打不通") for i in range(1, 4)])
+    assert len(load_labeled(tmp_path).require_valid().rows) == 3
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(DataProblems, match=rf"1 data problems; run `triage data validate`. First:\n{path}:4: invalid JSON"):
+        split_rows(tmp_path, "train")
+    assert path.read_text(encoding="utf-8").count("\n") == 4, "the bad row is reported, never dropped from the file"
 
 
 def test_an_unknown_channel_is_reported_and_a_missing_one_is_allowed(tmp_path):

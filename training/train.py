@@ -310,10 +310,7 @@ def train(cfg: TrainConfig) -> Path:
 
 def load_training_rows(cfg: TrainConfig) -> tuple[list[LabeledRow], list[LabeledRow], list[LabeledRow], str]:
     """(train, dev, test, data hash) as the config asks: extra trigger-rich train files, fractions, limits."""
-    data = load_labeled(cfg.data_dir)
-    if data.problems:
-        details = "\n".join(str(p) for p in data.problems[:20])
-        raise ValueError(f"{len(data.problems)} data problems; run `triage data validate`:\n{details}")
+    data = load_labeled(cfg.data_dir).require_valid(show=20)
     train_rows, dev_rows, test_rows = data.split("train"), data.split("dev"), data.split("test")
     extra_rows: list[LabeledRow] = []
     if cfg.train_fraction:  # learning curves: the same seeded sample at every fraction grows with it

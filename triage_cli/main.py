@@ -532,11 +532,12 @@ def data_label_issues(
     from collections import Counter
 
     from eval.label_noise import find_issues, out_of_fold_probs, write_issues
-    from triage_model.labeled_data import load_labeled
+    from triage_model.labeled_data import DataProblems, load_labeled
 
-    data = load_labeled(data_dir)
-    if data.problems:
-        _fail(f"{len(data.problems)} data problems; run `triage data validate`")
+    try:
+        data = load_labeled(data_dir).require_valid()
+    except DataProblems as err:
+        _fail(str(err))
     rows = data.split("train") + data.split("dev")  # the test split is measured, never cleaned towards a model
     issues = find_issues(rows, out_of_fold_probs(rows, folds))
     write_issues(issues, out)

@@ -152,6 +152,15 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
+class DataProblems(ValueError):
+    """Labeled data with bad rows; the message says how many, shows the first and names the fixing command."""
+
+    def __init__(self, problems: list[Problem], show: int = 1) -> None:
+        self.problems = problems
+        first = "\n".join(str(p) for p in problems[:show])
+        super().__init__(f"{len(problems)} data problems; run `triage data validate`. First:\n{first}")
+
+
 @dataclass
 class LoadedData:
     rows: list[LabeledRow] = field(default_factory=list)
@@ -160,6 +169,16 @@ class LoadedData:
 
     def split(self, name: str) -> list[LabeledRow]:
         return [r for r in self.rows if (r.split or split_for_id(r.id)) == name]
+
+    def require_valid(self, show: int = 1) -> LoadedData:
+        """``self`` if no row had a problem, else ``DataProblems`` naming the first ``show`` of them.
+
+        Every job that fits or measures on labeled data calls this: a bad row is reported with its file and
+        line, never skipped, because a silently dropped row changes the metrics without anyone noticing.
+        """
+        if self.problems:
+            raise DataProblems(self.problems, show)
+        return self
 
 
 def data_files(data_dir: Path) -> list[Path]:
