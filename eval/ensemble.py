@@ -22,7 +22,7 @@ import numpy as np
 
 from eval.baselines import NgramBaseline
 from triage_model.calibration import fit_temperature
-from triage_model.decision import fit_fbeta_threshold, fit_recall_threshold, recall_at, softmax
+from triage_model.decision import decide, fit_fbeta_threshold, fit_paired_recall_threshold, fit_recall_threshold, recall_at, softmax
 from triage_model.distill_targets import logits_with_progress
 from triage_model.labeled_data import gold_ids, load_labeled
 from triage_model.metrics import head_metrics
@@ -106,20 +106,32 @@ def choose_blend(
 
 
 def match_critical_recall(
-    probs: np.ndarray, gold: np.ndarray, texts: Sequence[str], reference_dir: Path, fitted: float | None
+    probs: np.ndarray,
+    gold: np.ndarray,
+    texts: Sequence[str],
+    reference_dir: Path,
+    fitted: float | None,
+    confidence: float | None = None,
 ) -> dict[str, object]:
     """Lower the 一级 threshold until the model's dev recall reaches ``reference_dir``'s (as served, same rows).
 
     For a student that replaces its teacher: the selection rule says it may not miss more 一级 complaints,
     so its operating point is set on dev to the teacher's recall. The threshold is only ever lowered from
     the F2 fit (``fitted``), never raised: matching cannot cost recall the F2 rule already bought.
+    With ``confidence`` (e.g. 0.9) the match must hold in that share of paired bootstrap resamples of the
+    dev rows (``fit_paired_recall_threshold``), not only on the rows as drawn.
     """
     idx = HEADS["severity"].index(CRITICAL_SEVERITY)
     reference = TriagePredictor.from_pretrained(reference_dir)
     ref_probs = reference.predict_proba(list(texts))["severity"]
     ref_threshold = reference.meta.decision_thresholds.get("severity", {}).get(CRITICAL_SEVERITY, 1.0)
     ref_recall, ref_precision = recall_at(ref_probs, gold, idx, ref_threshold)
-    matched = fit_recall_threshold(probs, gold, idx, ref_recall)
+    share = None
+    if confidence is None:
+        matched = fit_recall_threshold(probs, gold, idx, ref_recall)
+    else:
+        ref_flagged = decide(ref_probs, HEADS["severity"], {CRITICAL_SEVERITY: ref_threshold}) == idx
+        matched, share = fit_paired_recall_threshold(probs, gold, idx, ref_flagged, confidence)
     threshold = matched if fitted is None else min(fitted, matched)
     recall, precision = recall_at(probs, gold, idx, threshold)
     return {
@@ -130,6 +142,7 @@ def match_critical_recall(
         "threshold": threshold,
         "dev_recall": round(recall, 4),
         "dev_precision": round(precision, 4),
+        **({"confidence": confidence, "bootstrap_share_not_below": round(share, 4)} if confidence is not None else {}),
     }
 
 
@@ -172,14 +185,16 @@ def write_blend_card_section(model_dir: Path, summary: dict) -> None:
     card_path.write_text(card, encoding="utf-8")
 
 
-def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall_of: Path | None = None) -> dict[str, object]:
+def blend_model_dir(
+    model_dir: Path, data_dir: Path, seed: int = 0, match_recall_of: Path | None = None, recall_confidence: float | None = None
+) -> dict[str, object]:
     """Fit the n-gram scorer on ``data_dir``'s train split, pick per-head weights and the 一级 threshold on its
     dev split, and write ``ngram.npz`` + the weights into the exported model directory in place.
 
     Returns the dev figures (encoder alone, n-gram alone, blended) that ``metrics.json`` and the card record.
     The test split is not read here: ``triage evaluate`` measures the blended model as served.
     ``match_recall_of`` (a student's teacher): lower the 一级 threshold to that model's dev recall
-    (``match_critical_recall``).
+    (``match_critical_recall``), with ``recall_confidence`` in paired bootstrap resamples of dev when given.
     """
     model_dir = Path(model_dir)
     data = load_labeled(data_dir).require_valid()
@@ -199,7 +214,7 @@ def blend_model_dir(model_dir: Path, data_dir: Path, seed: int = 0, match_recall
     matched = None
     if match_recall_of is not None:
         fitted = thresholds.get("severity", {}).get(CRITICAL_SEVERITY)
-        matched = match_critical_recall(blended["severity"], gold["severity"], texts, Path(match_recall_of), fitted)
+        matched = match_critical_recall(blended["severity"], gold["severity"], texts, Path(match_recall_of), fitted, recall_confidence)
         thresholds["severity"] = {**thresholds.get("severity", {}), CRITICAL_SEVERITY: matched["threshold"]}
 
     def dev_figures(probs: dict[str, np.ndarray], th: dict) -> dict[str, dict[str, float]]:

@@ -202,6 +202,29 @@ def test_recall_threshold_is_the_highest_that_reaches_the_reference_recall():
     assert recall_at(probs, gold, 0, 0.95)[0] == 0.5  # 0.9 and 0.6 are the argmax: flagged anyway
 
 
+def test_paired_recall_threshold_holds_the_reference_recall_in_most_resamples_not_only_on_the_rows_drawn():
+    """40 一级 rows. The reference misses rows 0-3; the student scores them 0.45 but rows 4-7 only 0.40-0.25.
+    At 0.45 the student has the reference's recall exactly, on different rows: a coin flip on new rows, so
+    the 90 % rule lowers the threshold until the student also catches most of rows 4-7. A student that
+    misses exactly what the reference misses ties in every resample and keeps the highest threshold."""
+    from triage_model.decision import fit_paired_recall_threshold, fit_recall_threshold, recall_at
+
+    p_critical = np.concatenate([[0.45] * 4, [0.40, 0.35, 0.30, 0.25], [0.9] * 32, [0.05] * 40])
+    probs = np.stack([p_critical, 1 - p_critical, np.zeros_like(p_critical)], axis=1)
+    gold = np.array([0] * 40 + [1] * 40)
+    reference_flagged = np.array([False] * 4 + [True] * 36 + [False] * 40)
+    assert fit_recall_threshold(probs, gold, 0, 0.9) == 0.45
+    threshold, share = fit_paired_recall_threshold(probs, gold, 0, reference_flagged, confidence=0.9)
+    assert 0.25 <= threshold <= 0.35 and share >= 0.9
+    assert recall_at(probs, gold, 0, threshold)[0] > 0.9
+    loose, loose_share = fit_paired_recall_threshold(probs, gold, 0, reference_flagged, confidence=0.5)
+    assert loose >= threshold and loose_share >= 0.5
+    same = probs.copy()
+    same[:4, 0], same[:4, 1] = 0.02, 0.98
+    same[4:8, 0], same[4:8, 1] = 0.9, 0.1
+    assert fit_paired_recall_threshold(same, gold, 0, reference_flagged, confidence=0.99) == (0.5, 1.0)
+
+
 def test_f2_threshold_scores_the_served_rule_not_the_bare_probability():
     """Two 一级 rows are already the argmax at 0.45: under the served rule every threshold up to 0.50 catches
     them with full precision, so the fit keeps the highest (0.50). Counting only ``p >= t`` would have scored

@@ -248,6 +248,16 @@ def blend(
             file_okay=False,
         ),
     ] = None,
+    recall_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--recall-confidence",
+            min=0.5,
+            max=0.999,
+            help="with --match-recall-of: the share of paired bootstrap resamples of dev in which this model must catch"
+            " at least as many 一级 rows as that model (default: match the recall on dev as drawn)",
+        ),
+    ] = None,
 ) -> None:
     """Blend a character n-gram scorer into an exported model: fit it on the train split, choose each head's
     weight and the 一级 threshold on dev, write ngram.npz. Serving stays numpy + onnxruntime."""
@@ -255,7 +265,9 @@ def blend(
     from triage_model.model_dir import ModelLoadError
 
     try:
-        summary = blend_model_dir(model, data_dir, match_recall_of=match_recall_of)
+        if recall_confidence is not None and match_recall_of is None:
+            raise ValueError("--recall-confidence needs --match-recall-of (the model whose 一级 recall to hold)")
+        summary = blend_model_dir(model, data_dir, match_recall_of=match_recall_of, recall_confidence=recall_confidence)
     except (ModelLoadError, ValueError) as err:
         _fail(str(err))
     dev = summary["dev"]
@@ -270,6 +282,11 @@ def blend(
         typer.echo(
             f"一级 threshold {matched['threshold']:.2f}: dev recall {matched['dev_recall']:.3f} (precision {matched['dev_precision']:.3f})"
             f" against {matched['reference_dev_recall']:.3f} of {matched['reference']}"
+            + (
+                f"; not below it in {matched['bootstrap_share_not_below']:.0%} of paired bootstrap resamples"
+                if "bootstrap_share_not_below" in matched
+                else ""
+            )
         )
     typer.echo(f"next: triage evaluate --model {model}  (the test split, as served)")
 
