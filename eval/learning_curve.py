@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.baselines import NgramBaseline
-from eval.evaluate import split_rows
-from triage_model.labeled_data import LabeledRow
+from triage_model.labeled_data import LabeledRow, load_labeled
 from triage_model.schema import HEADS
 
 
@@ -47,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    data = load_labeled(args.data_dir).require_valid()  # read once; bad rows are reported, never skipped
     print(f"| share of train | rows | dev {' | dev '.join(HEADS)} |")
     print("|---|---|" + "---|" * len(HEADS))
-    for point in learning_curve(split_rows(args.data_dir, "train"), split_rows(args.data_dir, "dev"), args.fractions, args.seed):
+    for point in learning_curve(data.split("train"), data.split("dev"), args.fractions, args.seed):
         cells = " | ".join(f"{point[h]:.3f}" for h in HEADS)
         print(f"| {point['fraction']:.0%} | {point['train_rows']} | {cells} |")
 
