@@ -14,7 +14,7 @@ from eval.ensemble import choose_blend, export_ngram
 from tests.conftest import LABELED
 from triage_model.labeled_data import load_labeled
 from triage_model.model_dir import META_FILE, ModelLoadError
-from triage_model.ngram import NGRAM_FILE, CharNgramScorer, blend, char_ngrams
+from triage_model.ngram import NGRAM_FILE, CharNgramScorer, SortedVocabulary, blend, char_ngrams
 from triage_model.normalize import normalize_text
 from triage_model.predictor import TriagePredictor
 from triage_model.schema import HEADS
@@ -57,6 +57,21 @@ def test_scorer_without_a_known_ngram_falls_back_to_the_priors(scorer_file):
         assert probs[head].sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_sorted_vocabulary_maps_every_ngram_as_the_fitted_dict_does_and_nothing_else(small_baseline):
+    fitted = small_baseline[0].vectorizer_.vocabulary_
+    vocab = SortedVocabulary(sorted(fitted, key=fitted.__getitem__))
+    grams = list(fitted)
+    assert vocab.lookup(grams).tolist() == [fitted[g] for g in grams]
+    assert len(vocab) == len(fitted) and list(vocab) == sorted(fitted, key=fitted.__getitem__)
+    longest = max(grams, key=len)
+    strangers = ["ЖЖЖ", longest + "字", longest[:1] + "\0", "", "\0"]  # absent, too long, NUL-padded look-alikes
+    assert [g for g in strangers if g in fitted] == []
+    assert vocab.lookup(strangers).tolist() == [-1] * len(strangers)
+    assert all(g not in vocab for g in strangers) and vocab.get("ЖЖЖ") is None
+    with pytest.raises(ValueError, match="repeats"):
+        SortedVocabulary(["a", "b", "a"])
+
+
 def test_corrupt_or_incomplete_scorer_file_raises_model_load_error(scorer_file, tmp_path):
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a zip file")
@@ -71,6 +86,12 @@ def test_corrupt_or_incomplete_scorer_file_raises_model_load_error(scorer_file, 
     arrays["idf"] = np.ones(3, dtype=np.float32)
     np.savez(partial, **arrays)
     with pytest.raises(ModelLoadError, match="idf has 3 entries"):
+        CharNgramScorer.load(partial)
+    with np.load(scorer_file) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["vocabulary"] = np.array(["重复"] * len(arrays["vocabulary"]))
+    np.savez(partial, **arrays)
+    with pytest.raises(ModelLoadError, match="unusable n-gram vocabulary"):
         CharNgramScorer.load(partial)
 
 
