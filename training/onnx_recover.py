@@ -7,8 +7,10 @@ there: fp32 ``MatMul`` initializers, or static-int8 ``QLinearMatMul`` weights an
 dequantise to within int8 rounding of what was exported (``w = (q - zero_point) * scale``, per output channel).
 That is close enough to continue training from; the next epoch trains the rounding away.
 
-Weight-only ``MatMulNBits`` files (the 12-layer teacher's format) are not read: export the teacher's fp32
-``model.onnx`` instead, or keep its torch directory.
+Weight-only ``MatMulNBits`` files (the format of teachers before v10) are not read: export the teacher's fp32
+``model.onnx`` instead, or keep its torch directory. Teacher v10, the default since session 16, is static int8
+and comes back like a student (``triage recover-torch -m triage_model/default_model``), so the teacher chain can go
+on from the bundled default as well.
 """
 
 from __future__ import annotations
