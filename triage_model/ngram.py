@@ -107,18 +107,14 @@ class NgramHead:
 class CharNgramScorer:
     """``predict_proba(texts)`` per head over the full schema label set (unseen classes get 0)."""
 
-    vocabulary: Mapping[str, int]
+    vocabulary: SortedVocabulary
     idf: np.ndarray
     ngram_range: tuple[int, int]
     heads: Mapping[str, NgramHead]
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Indices and l2-normalised sublinear TF-IDF values of the text's in-vocabulary n-grams."""
-        grams = char_ngrams(text, self.ngram_range)
-        if isinstance(self.vocabulary, SortedVocabulary):
-            found = self.vocabulary.lookup(grams)
-        else:  # any other mapping (a fitted scikit-learn vectorizer's dict)
-            found = np.fromiter((self.vocabulary.get(g, -1) for g in grams), dtype=np.int64, count=len(grams))
+        found = self.vocabulary.lookup(char_ngrams(text, self.ngram_range))
         idx, tf = np.unique(found[found >= 0], return_counts=True)
         if not len(idx):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
@@ -147,6 +143,11 @@ class CharNgramScorer:
             raise ModelLoadError(f"{path}: unreadable n-gram scorer: {err}") from err
         try:
             vocab = SortedVocabulary(arrays["vocabulary"])
+        except KeyError as err:
+            raise ModelLoadError(f"{path}: n-gram scorer lacks {err}") from err
+        except ValueError as err:
+            raise ModelLoadError(f"{path}: unusable n-gram vocabulary: {err}") from err
+        try:
             idf = arrays["idf"].astype(np.float64)
             heads = {}
             for head, labels in HEADS.items():
@@ -160,8 +161,6 @@ class CharNgramScorer:
             lo, hi = (int(x) for x in arrays["ngram_range"])
         except KeyError as err:
             raise ModelLoadError(f"{path}: n-gram scorer lacks {err}") from err
-        except ValueError as err:
-            raise ModelLoadError(f"{path}: unusable n-gram vocabulary: {err}") from err
         if len(idf) != len(vocab):
             raise ModelLoadError(f"{path}: idf has {len(idf)} entries, vocabulary {len(vocab)}")
         return cls(vocab, idf, (lo, hi), heads)
