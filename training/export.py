@@ -100,6 +100,11 @@ QUANT_SCHEMES = ("static", "static-ffn-fp32", "dynamic", "dynamic-attn-fp32", "e
 """
 
 
+AUTO_SCHEMES = tuple(scheme for scheme in QUANT_SCHEMES if scheme != "matmul-nbits")
+"""What ``--quantize auto`` chooses among. Not ``matmul-nbits``: ``auto`` times each scheme on the exporting machine,
+and on an AVX-512 one ``MatMulNBits`` can look fast enough to win (student v16: picked at 214 texts/s as the fastest
+batch-invariant scheme within 0.5 point of fp32, static being 0.7 point down at 273/s), yet on AVX2 it is 2.5× slower
+than fp32 (issue 13). It stays available by name."""
 STATIC_SCHEMES = ("static", "static-ffn-fp32")
 CALIBRATION_TEXTS = 128
 """Train-split texts whose activation ranges fix the static schemes' scales (a fixed seeded sample)."""
@@ -267,7 +272,7 @@ def _batch_drift(model_dir: Path, onnx_file: str, texts: list[str]) -> float:
 
 
 def choose_quantization(out_dir: Path, data_dir: Path) -> tuple[str, list[dict]]:
-    """Quantize with every scheme, score each on the dev split against the gold labels (as served:
+    """Quantize with every scheme of ``AUTO_SCHEMES``, score each on the dev split against the gold labels (as served:
     calibrated, with the 一级 threshold) and time it; keep the fastest within ``AUTO_MAX_DROP`` of fp32
     among those no bigger than ``MAX_SHIPPED_MB``, batch-invariant schemes first (``BATCH_DRIFT_MAX``):
     a triage service must not grade a complaint differently because of the strangers it was batched with.
@@ -282,7 +287,7 @@ def choose_quantization(out_dir: Path, data_dir: Path) -> tuple[str, list[dict]]
     table = [{"scheme": "fp32", "file": ONNX_FP32_FILE, **_dev_macro_f1(out_dir, ONNX_FP32_FILE, rows)}]
     table[0]["texts_per_s"] = round(_texts_per_s(out_dir, ONNX_FP32_FILE, texts), 1)
     calibration = calibration_feeds(out_dir, data_dir)
-    for scheme in QUANT_SCHEMES:
+    for scheme in AUTO_SCHEMES:
         candidate = f"model.{scheme}.onnx"
         quantize_int8(out_dir / ONNX_FP32_FILE, out_dir / candidate, scheme, calibration)
         entry = {"scheme": scheme, "file": candidate, **_dev_macro_f1(out_dir, candidate, rows)}
