@@ -191,6 +191,24 @@ def recover_torch(
     typer.echo(f"torch model written to {written}; next: triage distill -c … --init-from {written}")
 
 
+@app.command("average")
+def average(
+    models: Annotated[list[Path], typer.Argument(help="torch model directories of the same network", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="torch model directory to write")],
+    weight: Annotated[list[float] | None, typer.Option(help="one per model, in order (default: equal)")] = None,
+) -> None:
+    """Average the weights of two or more torch runs of the same network (a model soup): one model's cost, usually
+    at least either one's accuracy. Then `triage calibrate -m OUT` and `triage export -m OUT`."""
+    from training.weight_average import average_model_dirs
+    from triage_model.model_dir import ModelLoadError
+
+    try:
+        written = average_model_dirs(models, out, weight or None)
+    except (OSError, ValueError, ModelLoadError) as err:
+        _fail(str(err))
+    typer.echo(f"averaged torch model written to {written}; next: triage calibrate -m {written}")
+
+
 @app.command()
 def calibrate(
     model: Annotated[Path, typer.Option("--model", "-m", help="trained torch model directory", exists=True, file_okay=False)],
