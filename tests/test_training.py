@@ -116,7 +116,7 @@ def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(t
 
     from tests.conftest import write_jsonl
     from training.train import recalibrate
-    from triage_model.model_dir import read_meta
+    from triage_model.model_dir import read_meta, write_meta
 
     torch_dir, _, _ = tiny_model
     model_dir = tmp_path / "model"
@@ -124,8 +124,13 @@ def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(t
     data = tmp_path / "labeled_data"
     rows = [r.model_dump(exclude_none=True) | {"split": split} for split in ("dev", "test") for r in tiny_rows[split]]
     write_jsonl(data / "complaints" / "rows.jsonl", rows)
+    before = read_meta(model_dir)
+    before.train_config |= {"student_layers": 4, "averaged_from": [{"model_dir": "runs/a", "weight": 0.5}]}
+    write_meta(model_dir, before)  # knobs of a distilled, averaged student, which TrainConfig does not know
     fitted = recalibrate(model_dir, beta=2.0, data_dir=data)
     meta = read_meta(model_dir)
+    assert meta.train_config["student_layers"] == 4 and meta.train_config["averaged_from"][0]["weight"] == 0.5
+    assert meta.train_config["critical_threshold_beta"] == 2.0
     assert set(fitted["trigger_thresholds"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
     assert meta.trigger_thresholds == fitted["trigger_thresholds"]
     assert all(t["veto"] <= t["rescue"] <= t["alone"] for t in meta.trigger_thresholds.values())

@@ -458,7 +458,9 @@ def recalibrate(model_dir: Path, beta: float | None = 2.0, data_dir: Path | None
     metrics["dev"] = measure(dev_logits, dev_gold, dev_rows, cal)
     metrics["test"] = measure(*logits_of(test_rows), test_rows, cal)
     meta.temperatures, meta.decision_thresholds, meta.trigger_thresholds = cal.temperatures, cal.thresholds, cal.trigger_thresholds
-    meta.train_config = {**known, "critical_threshold_beta": beta}
+    # Keep every recorded knob, not only TrainConfig's: a student's ``student_layers`` (which serving's run plan reads)
+    # and a weight average's ``averaged_from`` are provenance that a recalibration must not erase.
+    meta.train_config = {**meta.train_config, "critical_threshold_beta": beta}
     write_meta(model_dir, meta)
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
     write_model_card(model_dir, meta, metrics, data_summary(data.split("train"), dev_rows, test_rows))
