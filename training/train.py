@@ -35,7 +35,7 @@ from triage_model.calibration import fit_temperature
 from triage_model.decision import fit_fbeta_threshold, sigmoid, softmax
 from triage_model.labeled_data import ESCALATION_SET_NAME, LabeledRow, data_hash, escalation_training_rows, load_labeled, trigger_targets
 from triage_model.metrics import head_metrics, multilabel_metrics
-from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, write_meta
+from triage_model.model_dir import METRICS_FILE, TOKENIZER_FILE, ModelMeta, new_model_version, write_meta
 from triage_model.normalize import normalize_text
 from triage_model.schema import CRITICAL_SEVERITY, HEADS, TEXT_TRIGGERS, TRIGGER_HEAD, label_to_id, schema_dict
 from triage_model.tokenization import encode_texts, load_tokenizer, pad_batch
@@ -414,7 +414,7 @@ def save_model_dir(
     now = datetime.now(UTC)
     meta = ModelMeta(
         model_name=cfg.model_name,
-        model_version=f"{cfg.model_name}-{now:%Y%m%d%H%M}-{dhash[:8]}",
+        model_version=new_model_version(cfg.model_name, dhash, now),
         schema=schema_dict(),
         max_length=cfg.max_length,
         pad_id=model.config.pad_token_id,

@@ -7,8 +7,8 @@ student v16 averaged with v15 scored 0.854 / 0.844 / 0.872 on dev (int8 + blend)
 0.854 / 0.837 / 0.871 alone. It is not an ensemble: the averaged model runs once per complaint.
 
 The result is a normal torch model directory (the first input's config, tokenizer and metadata, under a new
-``model_version``), so
-``triage calibrate`` refits its temperatures and thresholds on dev and ``triage export`` takes it as is.
+``model_version``), so ``triage calibrate`` refits its temperatures and thresholds on dev and ``triage export``
+takes it as is.
 ``triage_config.json`` records the inputs and weights under ``train_config.averaged_from``.
 """
 
@@ -18,9 +18,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from triage_model.model_dir import ModelLoadError, read_meta, write_meta
-
-WEIGHTS_FILE = "model.safetensors"
+from training.modeling import WEIGHTS_FILE
+from triage_model.model_dir import ModelLoadError, new_model_version, read_meta, write_meta
 
 
 def average_model_dirs(model_dirs: list[Path], out_dir: Path, weights: list[float] | None = None) -> Path:
@@ -36,11 +35,12 @@ def average_model_dirs(model_dirs: list[Path], out_dir: Path, weights: list[floa
         raise ValueError(f"need one non-negative weight per model directory, not all zero: {weights}")
     if any(Path(out_dir).resolve() == Path(d).resolve() for d in model_dirs):
         raise ValueError(f"{out_dir} is one of the inputs: write the average somewhere else")
-    tensors = []
-    for model_dir in model_dirs:
+    tensors, versions = [], []
+    for model_dir in model_dirs:  # every input is read and checked before anything is written
         path = Path(model_dir) / WEIGHTS_FILE
         if not path.exists():
             raise ModelLoadError(f"{model_dir}: no {WEIGHTS_FILE} (a torch model directory is needed; `triage recover-torch` rebuilds one)")
+        versions.append(read_meta(Path(model_dir)).model_version)
         tensors.append(load_file(str(path)))
     first = tensors[0]
     for model_dir, other in zip(model_dirs[1:], tensors[1:], strict=True):
@@ -64,11 +64,11 @@ def average_model_dirs(model_dirs: list[Path], out_dir: Path, weights: list[floa
     save_file(averaged, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     meta = read_meta(out_dir)
     now = datetime.now(UTC)
-    meta.model_version = f"{meta.model_name}-{now:%Y%m%d%H%M}-{meta.data_hash[:8]}"  # a new model, so a new version
+    meta.model_version = new_model_version(meta.model_name, meta.data_hash, now)  # a new model, so a new version
     meta.created_at = now.isoformat(timespec="seconds")
     sources = [
-        {"model_dir": str(d), "model_version": read_meta(Path(d)).model_version, "weight": w / total}
-        for d, w in zip(model_dirs, weights, strict=True)
+        {"model_dir": str(d), "model_version": version, "weight": w / total}
+        for d, version, w in zip(model_dirs, versions, weights, strict=True)
     ]
     meta.train_config = {**meta.train_config, "averaged_from": sources}
     write_meta(out_dir, meta)

@@ -8,6 +8,7 @@ A directory holds ``triage_config.json`` (schema, version, temperatures, data ha
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -45,6 +46,13 @@ def resolve_model_dir(model_dir: str | Path | None) -> Path:
     if str(model_dir) in BUNDLED_MODELS and not path.exists():
         return BUNDLED_MODELS[str(model_dir)]
     return path
+
+
+def new_model_version(model_name: str, data_hash: str, at: datetime) -> str:
+    """The version a newly made model directory gets: name, minute and data hash, e.g.
+    ``triage-e5-small-zh-202612070102-be2382db``. One format for every way a model is made (training, averaging),
+    so versions sort by time and show the data they were made on."""
+    return f"{model_name}-{at:%Y%m%d%H%M}-{data_hash[:8]}"
 
 
 class ModelMeta(BaseModel):
