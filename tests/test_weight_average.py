@@ -59,3 +59,15 @@ def test_different_networks_and_bad_arguments_are_refused(tmp_path: Path) -> Non
         average_model_dirs([a, tmp_path / "empty"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert torch.equal(load_file(str(a / WEIGHTS_FILE))["w"], torch.zeros(3))  # inputs untouched
+
+
+def test_the_average_s_card_reproduces_it_with_triage_average_not_its_first_input_s_recipe(tmp_path: Path) -> None:
+    from training.model_card import _reproduce_commands
+
+    a = _model_dir(tmp_path, "a", {"w": torch.zeros(3)})
+    b = _model_dir(tmp_path, "b", {"w": torch.ones(3)})
+    soup = average_model_dirs([a, b], tmp_path / "soup", [3.0, 1.0])
+    commands = _reproduce_commands(read_meta(soup))
+    assert f"triage average {a} {b} --weight 0.75 --weight 0.25 --out {soup}" in commands
+    assert f"triage calibrate --model {soup}" in commands and f"triage export --model {soup} --out {soup}-onnx" in commands
+    assert "triage train" not in commands and "triage distill" not in commands

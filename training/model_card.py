@@ -87,12 +87,29 @@ def _train_flags(train_config: dict) -> str:
     return "".join(flags)
 
 
+def _average_commands(train_config: dict) -> list[str]:
+    """For a weight average (``triage average``): its inputs, each rebuilt by its own card, and the command that
+    averaged them with their weights, then a refit of the calibration on dev. The inputs' own recipes are not
+    repeated here: their cards hold them, and a chain of averages would nest without end."""
+    sources = train_config["averaged_from"]
+    out = train_config.get("averaged_into", "runs/average")
+    lines = ["# the inputs, each rebuilt by the Reproduce block of its own MODEL_CARD.md:"]
+    lines += [f"#   {s['model_dir']}  ({s['model_version']}, weight {s['weight']:g})" for s in sources]
+    models = " ".join(str(s["model_dir"]) for s in sources)
+    weights = "".join(f" --weight {s['weight']:g}" for s in sources)
+    return [*lines, f"triage average {models}{weights} --out {out}", f"triage calibrate --model {out}"]
+
+
 def _reproduce_commands(meta: ModelMeta) -> str:
     """The commands that rebuild this model, with the folder it was really written to (read from its training
     config, not assumed) and the options it was trained with beyond its recipe's config file (``_recipe``)."""
-    out = meta.train_config.get("output_dir", "runs/default")
-    command, config = _recipe(meta.train_config)
-    first = f"triage {command} --config training/configs/{config.name} --output-dir {out}{_train_flags(meta.train_config)}"
+    if meta.train_config.get("averaged_from"):
+        out = meta.train_config.get("averaged_into", "runs/average")
+        first = "\n".join(_average_commands(meta.train_config))
+    else:
+        out = meta.train_config.get("output_dir", "runs/default")
+        command, config = _recipe(meta.train_config)
+        first = f"triage {command} --config training/configs/{config.name} --output-dir {out}{_train_flags(meta.train_config)}"
     return "\n".join(
         [
             first,

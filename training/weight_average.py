@@ -9,7 +9,8 @@ student v16 averaged with v15 scored 0.854 / 0.844 / 0.872 on dev (int8 + blend)
 The result is a normal torch model directory (the first input's config, tokenizer and metadata, under a new
 ``model_version``), so ``triage calibrate`` refits its temperatures and thresholds on dev and ``triage export``
 takes it as is.
-``triage_config.json`` records the inputs and weights under ``train_config.averaged_from``.
+``triage_config.json`` records the inputs and weights under ``train_config.averaged_from`` (and the output folder
+under ``averaged_into``), so the model card's Reproduce block shows the ``triage average`` command.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def average_model_dirs(model_dirs: list[Path], out_dir: Path, weights: list[floa
         {"model_dir": str(d), "model_version": version, "weight": w / total}
         for d, version, w in zip(model_dirs, versions, weights, strict=True)
     ]
-    meta.train_config = {**meta.train_config, "averaged_from": sources}
+    # train_config stays the first input's recipe; the average's own provenance sits beside it (its card reads both)
+    meta.train_config = {**meta.train_config, "averaged_from": sources, "averaged_into": str(out_dir)}
     write_meta(out_dir, meta)
     return out_dir
