@@ -131,6 +131,8 @@ def test_recalibrate_refits_temperatures_and_trigger_points_without_retraining(t
     meta = read_meta(model_dir)
     assert meta.train_config["student_layers"] == 4 and meta.train_config["averaged_from"][0]["weight"] == 0.5
     assert meta.train_config["critical_threshold_beta"] == 2.0
+    card = (model_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "triage average runs/a --weight 0.5" in card  # a partial provenance record still gives a card
     assert set(fitted["trigger_thresholds"]) == {"asks_superior", "repeated_contact", "legal_media_risk"}
     assert meta.trigger_thresholds == fitted["trigger_thresholds"]
     assert all(t["veto"] <= t["rescue"] <= t["alone"] for t in meta.trigger_thresholds.values())

@@ -93,10 +93,11 @@ def _average_commands(train_config: dict) -> list[str]:
     repeated here: their cards hold them, and a chain of averages would nest without end."""
     sources = train_config["averaged_from"]
     out = train_config.get("averaged_into", "runs/average")
+    # Read with defaults: the record may be hand-edited or older than a field, and a card must still be written.
     lines = ["# the inputs, each rebuilt by the Reproduce block of its own MODEL_CARD.md:"]
-    lines += [f"#   {s['model_dir']}  ({s['model_version']}, weight {s['weight']:g})" for s in sources]
-    models = " ".join(str(s["model_dir"]) for s in sources)
-    weights = "".join(f" --weight {s['weight']:g}" for s in sources)
+    lines += [f"#   {s.get('model_dir', '?')}  ({s.get('model_version', 'version not recorded')})" for s in sources]
+    models = " ".join(str(s.get("model_dir", "?")) for s in sources)
+    weights = "".join(f" --weight {s.get('weight', 1.0):g}" for s in sources)
     return [*lines, f"triage average {models}{weights} --out {out}", f"triage calibrate --model {out}"]
 
 
