@@ -87,12 +87,11 @@ def _train_flags(train_config: dict) -> str:
     return "".join(flags)
 
 
-def _average_commands(train_config: dict) -> list[str]:
-    """For a weight average (``triage average``): its inputs, each rebuilt by its own card, and the command that
-    averaged them with their weights, then a refit of the calibration on dev. The inputs' own recipes are not
-    repeated here: their cards hold them, and a chain of averages would nest without end."""
+def _average_commands(train_config: dict, out: str) -> list[str]:
+    """For a weight average (``triage average``) written to ``out``: its inputs, each rebuilt by its own card, and
+    the command that averaged them with their weights, then a refit of the calibration on dev. The inputs' own
+    recipes are not repeated here: their cards hold them, and a chain of averages would nest without end."""
     sources = train_config["averaged_from"]
-    out = train_config.get("averaged_into", "runs/average")
     # Read with defaults: the record may be hand-edited or older than a field, and a card must still be written.
     lines = ["# the inputs, each rebuilt by the Reproduce block of its own MODEL_CARD.md:"]
     lines += [f"#   {s.get('model_dir', '?')}  ({s.get('model_version', 'version not recorded')})" for s in sources]
@@ -106,7 +105,7 @@ def _reproduce_commands(meta: ModelMeta) -> str:
     config, not assumed) and the options it was trained with beyond its recipe's config file (``_recipe``)."""
     if meta.train_config.get("averaged_from"):
         out = meta.train_config.get("averaged_into", "runs/average")
-        first = "\n".join(_average_commands(meta.train_config))
+        first = "\n".join(_average_commands(meta.train_config, out))
     else:
         out = meta.train_config.get("output_dir", "runs/default")
         command, config = _recipe(meta.train_config)
