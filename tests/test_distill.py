@@ -133,6 +133,28 @@ def test_ensemble_targets_in_chunks_equal_one_call_and_are_distributions() -> No
     assert targets[OUTPUTS[-1]].shape == (len(texts), len(TEXT_TRIGGERS))
 
 
+def test_an_ensemble_of_teachers_averages_their_logits_and_caches_each_teacher_on_its_own(tmp_path, monkeypatch) -> None:
+    """Adding a teacher to an ensemble must not re-score the teachers already cached (18 CPU-minutes each)."""
+    import training.distill as distill_module
+    from triage_model.model_dir import DEFAULT_MODEL_DIR, STUDENT_MODEL_DIR
+
+    texts = ["快递三天没动了", "充电器冒烟了，差点着火！！", "想咨询一下会员怎么退"]
+    cache = tmp_path / "cache"
+    student = distill_module.teacher_logits([STUDENT_MODEL_DIR], texts, cache)
+    teacher = distill_module.teacher_logits([DEFAULT_MODEL_DIR], texts, cache)
+    assert len(list(cache.glob("*.npz"))) == 2, "one cache file per teacher"
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a cached teacher was scored again")
+
+    monkeypatch.setattr(distill_module, "logits_with_progress", no_scoring)
+    ensemble = distill_module.teacher_logits([STUDENT_MODEL_DIR, DEFAULT_MODEL_DIR], texts, cache)
+    for name in OUTPUTS:
+        assert ensemble[name].shape == student[name].shape
+        np.testing.assert_allclose(ensemble[name], (student[name] + teacher[name]) / 2, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ensemble["category"], student["category"]), "two different teachers, so the mean differs"
+
+
 def tiny_model(layers: int, seed: int):
     """A random 32-wide XLM-R multi-task model: enough to test the hidden-state loss without the 470 MB encoder."""
     import torch

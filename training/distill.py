@@ -185,24 +185,31 @@ def distill_texts(cfg: DistillConfig, train_rows: list[LabeledRow]) -> list[Dist
 
 
 def teacher_logits(teacher_dirs: Sequence[Path], texts: Sequence[str], cache_dir: Path) -> dict[str, np.ndarray]:
-    """Averaged raw logits of the teacher(s) for ``texts``, cached on disk by teacher versions and texts."""
+    """Averaged raw logits of the teacher(s) for ``texts``. Each teacher's logits are cached on disk by its own
+    version and the texts, so adding a teacher to an ensemble scores only the new one: a 12-layer teacher takes
+    ~18 CPU-minutes over the ~61,000 distillation texts."""
     teachers = [TriagePredictor.from_pretrained(d) for d in teacher_dirs]
-    if any(not t.has_trigger_head for t in teachers):
+    if any(not t.has_trigger_head for t in teachers):  # checked for all before any is run
         raise ValueError("every teacher needs the trigger head (a 4-output model)")
-    key = hashlib.sha256(json.dumps([[t.version for t in teachers], list(texts)], ensure_ascii=False).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"teacher-logits-{key}.npz"
+    summed: dict[str, np.ndarray] = {}
+    for teacher in teachers:
+        logits = _cached_logits(teacher, texts, Path(cache_dir))
+        for name in OUTPUTS:
+            summed[name] = summed.get(name, 0) + logits[name]
+    return {name: (summed[name] / len(teachers)).astype(np.float32) for name in OUTPUTS}
+
+
+def _cached_logits(teacher: TriagePredictor, texts: Sequence[str], cache_dir: Path) -> dict[str, np.ndarray]:
+    """One teacher's raw logits for ``texts``, read from or written to ``cache_dir``."""
+    key = hashlib.sha256(json.dumps([[teacher.version], list(texts)], ensure_ascii=False).encode()).hexdigest()[:16]
+    cache = cache_dir / f"teacher-logits-{key}.npz"
     if cache.exists():
         with np.load(cache) as stored:
             return {name: stored[name] for name in OUTPUTS}
-    summed: dict[str, np.ndarray] = {}
-    for teacher in teachers:
-        logits = logits_with_progress(teacher, texts)
-        for name in OUTPUTS:
-            summed[name] = summed.get(name, 0) + logits[name]
-    averaged = {name: (summed[name] / len(teachers)).astype(np.float32) for name in OUTPUTS}
+    logits = {name: np.asarray(logits_with_progress(teacher, texts)[name], dtype=np.float32) for name in OUTPUTS}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, **averaged)
-    return averaged
+    np.savez_compressed(cache, **logits)
+    return logits
 
 
 def keep_layer_ids(n_teacher: int, n_student: int) -> list[int]:
