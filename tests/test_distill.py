@@ -140,8 +140,12 @@ def test_an_ensemble_of_teachers_averages_their_logits_and_caches_each_teacher_o
 
     texts = ["快递三天没动了", "充电器冒烟了，差点着火！！", "想咨询一下会员怎么退"]
     cache = tmp_path / "cache"
+    calls = []
+    scoring = distill_module.logits_with_progress
+    monkeypatch.setattr(distill_module, "logits_with_progress", lambda *a, **k: calls.append(1) or scoring(*a, **k))
     student = distill_module.teacher_logits([STUDENT_MODEL_DIR], texts, cache)
     teacher = distill_module.teacher_logits([DEFAULT_MODEL_DIR], texts, cache)
+    assert len(calls) == 2, "each teacher scores the texts once, not once per output"
     assert len(list(cache.glob("*.npz"))) == 2, "one cache file per teacher"
 
     def no_scoring(*args, **kwargs):
