@@ -70,3 +70,18 @@ def start_redis(folder: Path) -> tuple[str, subprocess.Popen] | None:
             time.sleep(0.05)
     proc.kill()
     pytest.fail("redis-server did not answer PING")
+
+
+def tiny_model(layers: int, seed: int):
+    """A random 32-wide XLM-R multi-task model: enough to test losses, quantization and export without the 470 MB
+    encoder. The vocabulary covers the ids ``training.export.export_onnx`` traces with."""
+    import torch
+    from transformers import XLMRobertaConfig
+
+    from training.modeling import MultiTaskTriageModel
+
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=400, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40
+    )
+    return MultiTaskTriageModel(config, dropout=0.0)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import LABELED, write_jsonl
+from tests.conftest import LABELED, tiny_model, write_jsonl
 from triage_model.distill_targets import OUTPUTS, load_targets, save_targets
 from triage_model.schema import HEADS, TEXT_TRIGGERS
 
@@ -72,7 +72,8 @@ def test_recombined_texts_are_new_in_domain_texts_made_from_train_rows_only():
 
 
 @pytest.mark.slow
-def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder):
+@pytest.mark.parametrize("quant_aware", [False, True], ids=["fp32", "quant-aware"])
+def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, quant_aware):
     from training.config import DistillConfig
     from training.distill import distill
     from training.export import export
@@ -101,10 +102,13 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
         encoder_lr=2e-4,
         target_cache_dir=tmp_path / "cache",
         extra_train_files=[],
+        quant_aware=quant_aware,
+        quant_calibrate_every=5,
     )
     student_dir = distill(cfg)
     metrics = json.loads((student_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["distillation"]["student_layers"] == 2
+    assert metrics["distillation"]["quant_aware"] is quant_aware
     assert metrics["distillation"]["texts"] > 160, "unlabeled texts and cuts join the labeled rows"
     assert metrics["test"]["category"]["accuracy"] > 2 / len(HEADS["category"]), "well above chance (0.1) on held-out rows"
     export(student_dir, tmp_path / "onnx")
@@ -157,20 +161,6 @@ def test_an_ensemble_of_teachers_averages_their_logits_and_caches_each_teacher_o
         assert ensemble[name].shape == student[name].shape
         np.testing.assert_allclose(ensemble[name], (student[name] + teacher[name]) / 2, rtol=1e-6, atol=1e-6)
     assert not np.allclose(ensemble["category"], student["category"]), "two different teachers, so the mean differs"
-
-
-def tiny_model(layers: int, seed: int):
-    """A random 32-wide XLM-R multi-task model: enough to test the hidden-state loss without the 470 MB encoder."""
-    import torch
-    from transformers import XLMRobertaConfig
-
-    from training.modeling import MultiTaskTriageModel
-
-    torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40
-    )
-    return MultiTaskTriageModel(config, dropout=0.0)
 
 
 def test_hidden_layer_pairs_follow_the_layers_the_student_was_cut_from():

@@ -96,6 +96,12 @@ class DistillConfig(TrainConfig):
         "(TinyBERT-style); costs one teacher forward pass per batch",
     )
     hidden_loss_weight: float = Field(1.0, ge=0.0, description="weight of the hidden-state term against the logit terms")
+    quant_aware: bool = Field(
+        False,
+        description="train through the rounding of `triage export --quantize static` (fake int8 on every encoder matmul "
+        "and the embedding table, ranges fixed on export's calibration texts): the weights settle where int8 hurts least",
+    )
+    quant_calibrate_every: int = Field(200, ge=1, description="with quant_aware: refit the int8 ranges every this many steps")
     hidden_layers: Literal["all", "top"] = Field(
         "all",
         description="which student layers are compared with their teacher layers: all of them, or only the top one "

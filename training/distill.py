@@ -29,6 +29,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 from training.base_model import ensure_base_encoder
 from training.checkpoint import EpochCheckpoint
 from training.config import DistillConfig
+from training.export import calibration_token_ids
 from training.modeling import MultiTaskTriageModel, mean_pool
+from training.quant_aware import fake_quantized
 from training.train import (
     EarlyStopping,
     build_optimizer,
@@ -353,23 +356,35 @@ def distill(cfg: DistillConfig) -> Path:
     lengths = [len(x) for x in ids]
     stopper = EarlyStopping(cfg.patience)
     checkpoint = EpochCheckpoint.for_run(cfg, dhash)
-    for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
-        if stopper.stopped:
-            break
-        model.train()
-        running = 0.0
-        bar = tqdm(length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch), desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
-        for idx in bar:
-            b = batch_tensors(idx)
-            loss = batch_loss(b)
-            optimizer_step(model, loss, optimizer, scheduler)
-            running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
-            bar.set_postfix(loss=f"{running:.3f}")
-        stop = stopper.epoch_done(model, epoch, running, *predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate))
-        checkpoint.save(epoch, model, optimizer, scheduler, stopper)
-        if stop:
-            break
-    stopper.restore_best(model)
+    with ExitStack() as quantized:
+        simulation = (
+            quantized.enter_context(fake_quantized(model, calibration_token_ids(tokenizer, cfg.data_dir, cfg.max_length)))
+            if cfg.quant_aware
+            else None
+        )
+        for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
+            if stopper.stopped:
+                break
+            model.train()
+            running = 0.0
+            batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch)
+            bar = tqdm(batches, desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
+            for step, idx in enumerate(bar, 1):
+                b = batch_tensors(idx)
+                loss = batch_loss(b)
+                optimizer_step(model, loss, optimizer, scheduler)
+                running = 0.95 * running + 0.05 * loss.item() if running else loss.item()
+                bar.set_postfix(loss=f"{running:.3f}")
+                if simulation and step % cfg.quant_calibrate_every == 0:
+                    simulation.calibrate()
+            if simulation:
+                simulation.calibrate()  # dev picks the epoch by the int8 network's scores
+            dev_scores = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
+            stop = stopper.epoch_done(model, epoch, running, *dev_scores)
+            checkpoint.save(epoch, model, optimizer, scheduler, stopper)
+            if stop:
+                break
+        stopper.restore_best(model)
     model.eval()
 
     dev_logits, dev_gold = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)
@@ -386,6 +401,7 @@ def distill(cfg: DistillConfig) -> Path:
         "sources": {s: sum(t.source.split(":")[0] == s for t in texts) for s in sorted({t.source.split(":")[0] for t in texts})},
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,
+        "quant_aware": cfg.quant_aware,
         **(
             {"hidden_teacher": str(cfg.hidden_teacher_dir), "hidden_layer_pairs": layer_map, "hidden_loss_weight": cfg.hidden_loss_weight}
             if hidden_teacher

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from training.modeling import MultiTaskTriageModel
 from triage_model.model_dir import (
@@ -112,17 +113,24 @@ CALIBRATION_TEXTS = 128
 
 def calibration_feeds(model_dir: Path, data_dir: Path, n: int = CALIBRATION_TEXTS, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """One ONNX input dict per calibration text (normalised and tokenized exactly as served, unpadded)."""
+    tokenizer = load_tokenizer(Path(model_dir) / TOKENIZER_FILE)
+    ids = calibration_token_ids(tokenizer, data_dir, read_meta(model_dir).max_length, n, seed)
+    return [{"input_ids": np.array([x], dtype=np.int64), "attention_mask": np.ones((1, len(x)), dtype=np.int64)} for x in ids]
+
+
+def calibration_token_ids(
+    tokenizer: Tokenizer, data_dir: Path, max_length: int, n: int = CALIBRATION_TEXTS, seed: int = 0
+) -> list[list[int]]:
+    """The token ids of the calibration texts, one list per text: shared with quantization-aware training
+    (``training/quant_aware.py``), which must fix its ranges on the very texts export will."""
     from triage_model.labeled_data import load_labeled
     from triage_model.predictor import TriagePredictor
 
     rows = load_labeled(data_dir).split("train")
     if not rows:
         raise ValueError(f"{data_dir}: no train rows to calibrate the static int8 scales on")
-    meta = read_meta(model_dir)
-    tokenizer = load_tokenizer(Path(model_dir) / TOKENIZER_FILE)
     pick = np.random.default_rng(seed).choice(len(rows), min(n, len(rows)), replace=False)
-    ids = encode_texts(tokenizer, [TriagePredictor.prepare(rows[i].text).text for i in sorted(pick)], meta.max_length)
-    return [{"input_ids": np.array([x], dtype=np.int64), "attention_mask": np.ones((1, len(x)), dtype=np.int64)} for x in ids]
+    return encode_texts(tokenizer, [TriagePredictor.prepare(rows[i].text).text for i in sorted(pick)], max_length)
 
 
 def _ffn_output_matmuls(fp32_path: str) -> list[str]:
