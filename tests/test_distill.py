@@ -71,14 +71,10 @@ def test_recombined_texts_are_new_in_domain_texts_made_from_train_rows_only():
     assert not any(m.text in held_out for m in mixes)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("quant_aware", [False, True], ids=["fp32", "quant-aware"])
-def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, quant_aware):
+def tiny_distill_config(tmp_path, served_model_dir, base_encoder, **overrides):
+    """A 2-layer student on 160 labeled + 80 unlabeled texts: minutes, not hours, and still above chance."""
     from training.config import DistillConfig
-    from training.distill import distill
-    from training.export import export
     from triage_model.labeled_data import load_labeled
-    from triage_model.predictor import TriagePredictor
 
     data = load_labeled(LABELED)
     rows = {
@@ -88,23 +84,32 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
     data_dir = tmp_path / "data"
     for split, picked in rows.items():
         write_jsonl(data_dir / "complaints" / f"{split}.jsonl", picked)
-    cfg = DistillConfig(
-        data_dir=data_dir,
-        output_dir=tmp_path / "student",
-        base_model_dir=base_encoder,
-        teacher_dirs=[served_model_dir],
-        student_layers=2,
-        unlabeled_limit=80,
-        epochs=3,
-        patience=3,
-        batch_size=16,
-        max_length=64,
-        encoder_lr=2e-4,
-        target_cache_dir=tmp_path / "cache",
-        extra_train_files=[],
-        quant_aware=quant_aware,
-        quant_calibrate_every=5,
-    )
+    recipe = {
+        "data_dir": data_dir,
+        "output_dir": tmp_path / "student",
+        "base_model_dir": base_encoder,
+        "teacher_dirs": [served_model_dir],
+        "student_layers": 2,
+        "unlabeled_limit": 80,
+        "epochs": 3,
+        "patience": 3,
+        "batch_size": 16,
+        "max_length": 64,
+        "encoder_lr": 2e-4,
+        "target_cache_dir": tmp_path / "cache",
+        "extra_train_files": [],
+    }
+    return DistillConfig(**{**recipe, **overrides})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant_aware", [False, True], ids=["fp32", "quant-aware"])
+def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, quant_aware):
+    from training.distill import distill
+    from training.export import export
+    from triage_model.predictor import TriagePredictor
+
+    cfg = tiny_distill_config(tmp_path, served_model_dir, base_encoder, quant_aware=quant_aware, quant_calibrate_every=5)
     student_dir = distill(cfg)
     metrics = json.loads((student_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["distillation"]["student_layers"] == 2
@@ -114,6 +119,53 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
     export(student_dir, tmp_path / "onnx")
     student = TriagePredictor.from_pretrained(tmp_path / "onnx")
     assert len(student.predict(["快递三天没到"])) == 1
+
+
+@pytest.mark.slow
+def test_a_distillation_cut_off_mid_epoch_resumes_after_its_last_saved_batch_to_the_same_weights(
+    tmp_path, served_model_dir, base_encoder, monkeypatch
+):
+    """A one-epoch distillation takes 30-65 CPU-minutes: a session that ends inside it loses at most
+    ``checkpoint_every`` batches. The resumed run skips the batches already trained and ends where an
+    uninterrupted run ends, quantization-aware ranges included."""
+    from safetensors.torch import load_file
+
+    import training.distill as distill_module
+    from training.checkpoint import CHECKPOINT_DIR, EpochCheckpoint
+
+    recipe = {"epochs": 1, "checkpoint_every": 4, "quant_aware": True, "quant_calibrate_every": 3}
+    whole = distill_module.distill(tiny_distill_config(tmp_path, served_model_dir, base_encoder, output_dir=tmp_path / "whole", **recipe))
+
+    save = EpochCheckpoint.save
+
+    def save_then_cut_off(self, *args, step=0):
+        save(self, *args, step=step)
+        if step == 8:
+            raise KeyboardInterrupt("session ended")
+
+    monkeypatch.setattr(EpochCheckpoint, "save", save_then_cut_off)
+    cut = tiny_distill_config(tmp_path, served_model_dir, base_encoder, output_dir=tmp_path / "cut", **recipe)
+    with pytest.raises(KeyboardInterrupt):
+        distill_module.distill(cut)
+    monkeypatch.setattr(EpochCheckpoint, "save", save)
+    assert (tmp_path / "cut" / CHECKPOINT_DIR).exists()
+
+    trained: list[int] = []
+    step = distill_module.optimizer_step
+
+    def counted_step(*args):
+        trained.append(1)
+        return step(*args)
+
+    monkeypatch.setattr(distill_module, "optimizer_step", counted_step)
+    resumed = distill_module.distill(cut.model_copy(update={"resume": True}))
+    total = json.loads((whole / "metrics.json").read_text(encoding="utf-8"))["distillation"]["texts"]
+    assert len(trained) == -(-total // 16) - 8, "only the batches after the last saved one are trained again"
+
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.allclose(a[name].numpy(), b[name].numpy(), atol=1e-5), name
 
 
 def test_ensemble_targets_in_chunks_equal_one_call_and_are_distributions() -> None:

@@ -101,6 +101,12 @@ class DistillConfig(TrainConfig):
         description="train through the rounding of `triage export --quantize static` (fake int8 on every encoder matmul "
         "and the embedding table, ranges fixed on export's calibration texts): the weights settle where int8 hurts least",
     )
+    checkpoint_every: int | None = Field(
+        300,
+        ge=1,
+        description="also save a checkpoint every this many batches inside an epoch (a one-epoch distillation takes "
+        "30-65 CPU-minutes); `--resume` goes on after the last saved batch; null = at epoch ends only",
+    )
     quant_calibrate_every: int = Field(200, ge=1, description="with quant_aware: refit the int8 ranges every this many steps")
     hidden_layers: Literal["all", "top"] = Field(
         "all",

@@ -362,14 +362,18 @@ def distill(cfg: DistillConfig) -> Path:
             if cfg.quant_aware
             else None
         )
-        for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
+        start = checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper)
+        if simulation and cfg.resume:
+            simulation.calibrate()  # the ranges of the resumed weights
+        for epoch in range(start.epoch, cfg.epochs + 1):
             if stopper.stopped:
                 break
             model.train()
             running = 0.0
             batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + epoch)
-            bar = tqdm(batches, desc=f"distill {epoch}/{cfg.epochs}", unit="batch")
-            for step, idx in enumerate(bar, 1):
+            skip = start.skip if epoch == start.epoch else 0
+            bar = tqdm(batches[skip:], desc=f"distill {epoch}/{cfg.epochs}", unit="batch", initial=skip, total=len(batches))
+            for step, idx in enumerate(bar, skip + 1):
                 b = batch_tensors(idx)
                 loss = batch_loss(b)
                 optimizer_step(model, loss, optimizer, scheduler)
@@ -377,6 +381,10 @@ def distill(cfg: DistillConfig) -> Path:
                 bar.set_postfix(loss=f"{running:.3f}")
                 if simulation and step % cfg.quant_calibrate_every == 0:
                     simulation.calibrate()
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(batches):
+                    if simulation:
+                        simulation.calibrate()  # what a resumed run will calibrate to, so both go on alike
+                    checkpoint.save(epoch - 1, model, optimizer, scheduler, stopper, step=step)
             if simulation:
                 simulation.calibrate()  # dev picks the epoch by the int8 network's scores
             dev_scores = predict_in_row_order(model, eval_sets["dev"], cfg.eval_batch_size, collate)

@@ -366,7 +366,7 @@ def train_on_rows(
 
     stopper = EarlyStopping(cfg.patience)
     checkpoint = EpochCheckpoint.for_run(cfg, dhash)
-    for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper), cfg.epochs + 1):
+    for epoch in range(checkpoint.first_epoch(cfg.resume, model, optimizer, scheduler, stopper).epoch, cfg.epochs + 1):
         if stopper.stopped:
             break
         model.train()
