@@ -105,6 +105,7 @@ def tiny_distill_config(tmp_path, served_model_dir, base_encoder, **overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("quant_aware", [False, True], ids=["fp32", "quant-aware"])
 def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, quant_aware):
+    from eval.int8_cost import int8_cost
     from training.distill import distill
     from training.export import export
     from triage_model.predictor import TriagePredictor
@@ -119,6 +120,9 @@ def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_
     export(student_dir, tmp_path / "onnx")
     student = TriagePredictor.from_pretrained(tmp_path / "onnx")
     assert len(student.predict(["快递三天没到"])) == 1
+    cost = int8_cost(tmp_path / "onnx", cfg.data_dir, "test")  # both graphs of the export, scored on the same rows
+    assert set(cost) == set(HEADS)
+    assert all(0.0 <= c["fp32"] <= 1.0 and 0.0 <= c["int8"] <= 1.0 and c["agreement"] > 0.5 for c in cost.values())
 
 
 @pytest.mark.slow
