@@ -87,6 +87,15 @@ def machine_line(info: dict[str, object]) -> str:
     return f"CPU: {info['cpu']} · {info['isa']} · {info['cpu_count']} cores · fp32 matmul {info['fp32_matmul_gmacs']} GMAC/s"
 
 
+def server_stack() -> str:
+    """The event loop and HTTP parser uvicorn picks (``--loop auto --http auto``): uvloop + httptools when they are
+    installed (both C), else asyncio + h11 (pure Python, more CPU per request). Printed with the HTTP figures,
+    since a server on the other stack is not the same server."""
+    from importlib.util import find_spec
+
+    return f"{'uvloop' if find_spec('uvloop') else 'asyncio'} + {'httptools' if find_spec('httptools') else 'h11'}"
+
+
 def uvicorn_command(host: str, port: int) -> list[str]:
     """The API as a separate server process, as it runs in production (``serving.app:create_app`` factory)."""
     import sys

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from eval.bench.bulk_bench import encoder_macs, rate
-from eval.bench.common import machine, machine_line, write_results
+from eval.bench.common import machine, machine_line, server_stack, write_results
 from eval.bench.http_bench import DEEP_QUEUE, cpu_seconds, load, local_server, rss_mb
 from eval.bench.wrk_load import wrk_available, wrk_load
 from triage_model.escalation import default_scorer
@@ -149,7 +149,8 @@ def table(info: dict, labels: list[str], rows: list[dict]) -> str:
         (f"server RSS after {rows[0]['requests']} requests, MB", "rss", TARGETS["rss_mb"]),
         ("model version", "version", ""),
     ]
-    lines = [machine_line(info), "", f"| figure | {' | '.join(labels)} | target |", f"|---|{'---|' * len(labels)}---|"]
+    header = [f"| figure | {' | '.join(labels)} | target |", f"|---|{'---|' * len(labels)}---|"]
+    lines = [f"{machine_line(info)} · server {server_stack()}", "", *header]
     lines += [f"| {name} | {' | '.join(c[key] for c in cells)} | {target} |" for name, key, target in spec]
     return "\n".join(lines)
 
