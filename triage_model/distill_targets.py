@@ -68,3 +68,37 @@ def logits_with_progress(
                 parts.setdefault(name, []).append(values)
             bar.update(len(piece))
     return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+NGRAM_OOF_FORMAT = "triage-ngram-oof/1"
+
+
+def save_ngram_probs(path: Path, texts: Sequence[str], probs: dict[str, np.ndarray], available: np.ndarray, provenance: dict) -> Path:
+    """The n-gram scorer's probabilities for each distillation text (``triage ngram-oof``), for blend-aware distilling.
+
+    ``available`` marks the rows that have an honest probability: one from an n-gram model that never saw the
+    text's source rows. The other rows (a pair joined from two folds) hold zeros and train as plain distillation."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if set(probs) != set(HEADS) or any(len(p) != len(texts) for p in probs.values()) or len(available) != len(texts):
+        raise ValueError(f"n-gram probabilities need one row per text for every head {tuple(HEADS)}")
+    meta = {"format": NGRAM_OOF_FORMAT, "texts_key": texts_key(texts), "n": len(texts), **provenance}
+    arrays = {h: np.asarray(probs[h], dtype=np.float32) for h in HEADS}
+    np.savez_compressed(path, meta=np.array(json.dumps(meta, ensure_ascii=False)), available=np.asarray(available, bool), **arrays)
+    return path
+
+
+def load_ngram_probs(path: Path, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """Per-head probabilities, the availability mask and the provenance; ``ValueError`` if not made for ``texts``."""
+    try:
+        with np.load(Path(path)) as stored:
+            meta = json.loads(str(stored["meta"]))
+            probs = {h: stored[h] for h in HEADS}
+            available = stored["available"]
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: not an n-gram probabilities file ({err})") from None
+    if meta.get("format") != NGRAM_OOF_FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {NGRAM_OOF_FORMAT!r}")
+    if meta.get("texts_key") != texts_key(texts):
+        raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `triage ngram-oof` again")
+    return probs, available, meta
