@@ -127,13 +127,16 @@ def distill(
     _run_and_report(run_distill, _config_or_exit(ctx, config, "DistillConfig"), "student")
 
 
+DistillTextsConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
+]
+
+
 @app.command("distill-targets", context_settings=_CONFIG_FLAGS)
 def distill_targets(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="targets file (.npz) to write")],
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
-    ] = Path("training/configs/distill.yaml"),
+    config: DistillTextsConfigOpt = Path("training/configs/distill.yaml"),
     baseline_weight: Annotated[
         float,
         typer.Option(
@@ -175,9 +178,7 @@ def distill_targets(
 def ngram_oof(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="n-gram probabilities file (.npz) to write")],
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="distillation YAML (decides which texts)", exists=True, dir_okay=False)
-    ] = Path("training/configs/distill.yaml"),
+    config: DistillTextsConfigOpt = Path("training/configs/distill.yaml"),
     folds: Annotated[int, typer.Option(min=2, max=20, help="train-row folds: each text is scored by an n-gram fitted on the others")] = 4,
 ) -> None:
     """N-gram probabilities for `triage distill` with `blend_aware_file`: every distillation text scored by a char

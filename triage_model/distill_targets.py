@@ -30,29 +30,41 @@ def texts_key(texts: Sequence[str]) -> str:
 
 
 def save_targets(path: Path, texts: Sequence[str], targets: dict[str, np.ndarray], provenance: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     missing = [name for name in OUTPUTS if name not in targets]
     if missing or any(len(targets[name]) != len(texts) for name in OUTPUTS):
         raise ValueError(f"targets must have one row per text for every output {OUTPUTS}; missing {missing}")
-    meta = {"format": TARGETS_FORMAT, "texts_key": texts_key(texts), "n": len(texts), **provenance}
-    np.savez_compressed(path, meta=np.array(json.dumps(meta, ensure_ascii=False)), **{n: targets[n] for n in OUTPUTS})
-    return path
+    return _save_keyed(path, texts, {n: targets[n] for n in OUTPUTS}, TARGETS_FORMAT, provenance)
 
 
 def load_targets(path: Path, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], dict]:
     """Targets and their provenance; ``ValueError`` if the file is not targets for exactly ``texts``."""
+    return _load_keyed(path, texts, OUTPUTS, TARGETS_FORMAT, "a distillation-targets file", "triage distill-targets")
+
+
+def _save_keyed(path: Path, texts: Sequence[str], arrays: dict[str, np.ndarray], file_format: str, provenance: dict) -> Path:
+    """Arrays with one row per text, stored beside a ``meta`` entry naming the format and the hash of the texts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": file_format, "texts_key": texts_key(texts), "n": len(texts), **provenance}
+    np.savez_compressed(path, meta=np.array(json.dumps(meta, ensure_ascii=False)), **arrays)
+    return path
+
+
+def _load_keyed(
+    path: Path, texts: Sequence[str], names: Sequence[str], file_format: str, what: str, command: str
+) -> tuple[dict[str, np.ndarray], dict]:
+    """``names``' arrays and the meta of a ``_save_keyed`` file; ``ValueError`` unless it was made for exactly ``texts``."""
     try:
         with np.load(Path(path)) as stored:
             meta = json.loads(str(stored["meta"]))
-            targets = {name: stored[name] for name in OUTPUTS}
+            arrays = {name: stored[name] for name in names}
     except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: not a distillation-targets file ({err})") from None
-    if meta.get("format") != TARGETS_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {TARGETS_FORMAT!r}")
+        raise ValueError(f"{path}: not {what} ({err})") from None
+    if meta.get("format") != file_format:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {file_format!r}")
     if meta.get("texts_key") != texts_key(texts):
-        raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `triage distill-targets` again")
-    return targets, meta
+        raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `{command}` again")
+    return arrays, meta
 
 
 def logits_with_progress(
@@ -78,27 +90,14 @@ def save_ngram_probs(path: Path, texts: Sequence[str], probs: dict[str, np.ndarr
 
     ``available`` marks the rows that have an honest probability: one from an n-gram model that never saw the
     text's source rows. The other rows (a pair joined from two folds) hold zeros and train as plain distillation."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if set(probs) != set(HEADS) or any(len(p) != len(texts) for p in probs.values()) or len(available) != len(texts):
         raise ValueError(f"n-gram probabilities need one row per text for every head {tuple(HEADS)}")
-    meta = {"format": NGRAM_OOF_FORMAT, "texts_key": texts_key(texts), "n": len(texts), **provenance}
     arrays = {h: np.asarray(probs[h], dtype=np.float32) for h in HEADS}
-    np.savez_compressed(path, meta=np.array(json.dumps(meta, ensure_ascii=False)), available=np.asarray(available, bool), **arrays)
-    return path
+    return _save_keyed(path, texts, {**arrays, "available": np.asarray(available, bool)}, NGRAM_OOF_FORMAT, provenance)
 
 
 def load_ngram_probs(path: Path, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Per-head probabilities, the availability mask and the provenance; ``ValueError`` if not made for ``texts``."""
-    try:
-        with np.load(Path(path)) as stored:
-            meta = json.loads(str(stored["meta"]))
-            probs = {h: stored[h] for h in HEADS}
-            available = stored["available"]
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: not an n-gram probabilities file ({err})") from None
-    if meta.get("format") != NGRAM_OOF_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {NGRAM_OOF_FORMAT!r}")
-    if meta.get("texts_key") != texts_key(texts):
-        raise ValueError(f"{path}: made for other texts (data or distillation settings changed); run `triage ngram-oof` again")
-    return probs, available, meta
+    arrays, meta = _load_keyed(path, texts, (*HEADS, "available"), NGRAM_OOF_FORMAT, "an n-gram probabilities file", "triage ngram-oof")
+    available = arrays.pop("available")
+    return arrays, available, meta
